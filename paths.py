@@ -1,0 +1,62 @@
+"""Where hearth keeps its state: one overridable directory, `HEARTH_HOME`.
+
+Models themselves live in the standard Hugging Face cache (`HF_HUB_CACHE` / `HF_HOME`) so that
+other tools share them; hearth's own state (history, sessions, registry of converted models)
+lives under `HEARTH_HOME` (default `~/.local/share/hearth`, or `$XDG_DATA_HOME/hearth`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def hearth_home() -> Path:
+    env = os.environ.get("HEARTH_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "hearth"
+
+
+def data_dir(*parts: str) -> Path:
+    """A directory under HEARTH_HOME, created on first use."""
+    path = hearth_home().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(*parts: str) -> Path:
+    """Re-creatable files (assembled benchmark models, ...): `HEARTH_CACHE` or ~/.cache/hearth."""
+    env = os.environ.get("HEARTH_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "hearth"
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Write to a temp file beside `path` and rename it into place only on success.
+
+    A crash, Ctrl-C or full disk leaves the old file (or none), never a half-written one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
