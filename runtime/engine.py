@@ -1,8 +1,24 @@
-"""The engine: the only module that imports llama_cpp (everything llama.cpp goes through here)."""
+"""The engine: the only module that imports llama_cpp for inference.
+
+Each C object (model, context, batch, sampler) is wrapped in a small class that owns the pointer
+and frees it deterministically (`close()`, or the owning `Engine.close()`). The engine exposes
+primitive operations — tokenize, add tokens to a batch with sequence ids, decode, sample a row,
+per-sequence KV operations, read a logits row — and `runtime/generate.py` builds the scheduler
+(one-sequence runs, K samples sharing a prompt, continuous batching) on top of them.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import BadModelFileError, RuntimeFailure, UsageError
+from .sampling import SamplingParams
 
 
 @functools.lru_cache(maxsize=1)
@@ -24,3 +40,292 @@ def backend_info() -> dict:
         "rpc": bool(lib.llama_supports_rpc()),
         "system_info": lib.llama_print_system_info().decode("utf-8", "replace").strip(),
     }
+
+
+_log_callback = None  # llama.cpp keeps the C function pointer: keep the Python object alive
+
+
+def set_llama_logging(verbose: bool) -> None:
+    """Silence llama.cpp's own log (it writes to stderr from C) unless verbose."""
+    global _log_callback
+    lib = _llama()
+
+    def forward(level, text, user_data):
+        if verbose:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    _log_callback = lib.llama_log_callback(forward)
+    lib.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """How the context is built; the fit planner (runtime/plan.py) chooses these numbers."""
+
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_seq_max: int = 1
+    n_threads: int = 2
+    n_threads_batch: int = 2
+    n_gpu_layers: int = 0
+    flash_attn: bool | None = None  # None: llama.cpp decides (auto)
+
+
+class LlamaModel:
+    """Owns a `llama_model *` and its vocabulary."""
+
+    def __init__(self, path: Path, n_gpu_layers: int = 0):
+        lib = _llama()
+        lib.llama_backend_init()
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self._lib = lib
+        self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not self.ptr:
+            raise BadModelFileError(f"llama.cpp could not load {path}", hint="run `hearth show` on it, or -vv for llama.cpp's log")
+        self.vocab = lib.llama_model_get_vocab(self.ptr)
+        self.n_vocab = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = lib.llama_model_n_ctx_train(self.ptr)
+        self.add_bos = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        self._piece_cache: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (self._lib.llama_token * capacity)()
+        n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special, parse_special)
+        if n < 0:  # buffer too small: -n is the size needed
+            capacity = -n
+            buf = (self._lib.llama_token * capacity)()
+            n = self._lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (control tokens render as nothing)."""
+        cached = self._piece_cache.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            cached = self._piece_cache[token] = buf.raw[:n]
+        return cached
+
+    def token_text(self, token: int) -> str:
+        """A token's text with control tokens rendered (e.g. `<|im_start|>`); "" for -1."""
+        if token < 0:
+            return ""
+        buf = ctypes.create_string_buffer(128)
+        n = self._lib.llama_token_to_piece(self.vocab, token, buf, 128, 0, True)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    @property
+    def bos_text(self) -> str:
+        return self.token_text(self._lib.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_text(self) -> str:
+        return self.token_text(self._lib.llama_vocab_eos(self.vocab))
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            self._lib.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+class LlamaContext:
+    """Owns a `llama_context *`: the KV cache and the compute graph for one model."""
+
+    def __init__(self, model: LlamaModel, config: ContextConfig):
+        lib = _llama()
+        params = lib.llama_context_default_params()
+        params.n_ctx = config.n_ctx
+        params.n_batch = config.n_batch
+        params.n_ubatch = min(config.n_ubatch, config.n_batch)
+        params.n_seq_max = config.n_seq_max
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads_batch
+        params.no_perf = True
+        # One KV buffer shared by all sequences: a prompt token can then belong to several
+        # sequences at once (K samples share one prompt evaluation).
+        params.kv_unified = True
+        if config.flash_attn is not None:
+            params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._lib = lib
+        self.model = model
+        self.config = config
+        self.ptr = lib.llama_init_from_model(model.ptr, params)
+        if not self.ptr:
+            raise RuntimeFailure(f"llama.cpp could not create a context of {config.n_ctx} tokens",
+                                 hint="try a smaller --ctx")
+        self.n_ctx = lib.llama_n_ctx(self.ptr)
+        self.memory = lib.llama_get_memory(self.ptr)
+
+    def decode(self, batch: "TokenBatch") -> None:
+        rc = self._lib.llama_decode(self.ptr, batch.raw)
+        if rc != 0:
+            if rc == 1:
+                raise RuntimeFailure("the KV cache is full: no room for this batch", hint="use a larger --ctx or fewer parallel sequences")
+            raise RuntimeFailure(f"llama_decode failed (code {rc})")
+
+    def logits_row(self, index: int):
+        """A numpy view (no copy) of the logits llama.cpp holds for batch row `index`."""
+        import numpy as np
+
+        ptr = self._lib.llama_get_logits_ith(self.ptr, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+
+    def seq_remove(self, seq_id: int, start: int = -1, end: int = -1) -> None:
+        self._lib.llama_memory_seq_rm(self.memory, seq_id, start, end)
+
+    def seq_copy(self, src: int, dst: int, start: int = -1, end: int = -1) -> None:
+        self._lib.llama_memory_seq_cp(self.memory, src, dst, start, end)
+
+    def clear(self) -> None:
+        self._lib.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        if self.ptr:
+            self._lib.llama_free(self.ptr)
+            self.ptr = None
+
+
+class TokenBatch:
+    """Owns a `llama_batch`: rows of (token, position, sequence ids, wants logits)."""
+
+    def __init__(self, capacity: int, n_seq_max: int):
+        lib = _llama()
+        self._lib = lib
+        self.capacity = capacity
+        self.raw = lib.llama_batch_init(capacity, 0, max(1, n_seq_max))
+        self.n = 0
+        self.n_logits = 0
+
+    def clear(self) -> None:
+        self.n = 0
+        self.n_logits = 0
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_ids: Sequence[int], logits: bool) -> int:
+        """Append one row; return its index (the row to sample from when logits=True)."""
+        i = self.n
+        raw = self.raw
+        raw.token[i] = token
+        raw.pos[i] = pos
+        raw.n_seq_id[i] = len(seq_ids)
+        row = raw.seq_id[i]
+        for j, seq in enumerate(seq_ids):
+            row[j] = seq
+        raw.logits[i] = logits
+        self.n = i + 1
+        self.n_logits += bool(logits)
+        raw.n_tokens = self.n
+        return i
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self._lib.llama_batch_free(self.raw)
+            self.raw = None
+
+
+class Sampler:
+    """Owns a sampler chain: grammar → penalties → top-k → top-p → min-p → temperature → draw."""
+
+    def __init__(self, model: LlamaModel, params: SamplingParams, seed: int):
+        lib = _llama()
+        self._lib = lib
+        self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if params.grammar:
+            grammar = lib.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                self.close()
+                raise UsageError("the grammar does not parse (llama.cpp rejected it)")
+            self._add(grammar)
+        if params.repeat_penalty != 1.0:
+            self._add(lib.llama_sampler_init_penalties(params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+        if params.temperature <= 0:
+            self._add(lib.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            self._add(lib.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            self._add(lib.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            self._add(lib.llama_sampler_init_min_p(params.min_p, 1))
+        self._add(lib.llama_sampler_init_temp(params.temperature))
+        self._add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def _add(self, sampler) -> None:
+        self._lib.llama_sampler_chain_add(self.ptr, sampler)
+
+    def sample(self, ctx: LlamaContext, row: int) -> int:
+        """Draw (and accept) the next token from batch row `row` of the last decode."""
+        return self._lib.llama_sampler_sample(self.ptr, ctx.ptr, row)
+
+    def close(self) -> None:
+        if self.ptr:
+            self._lib.llama_sampler_free(self.ptr)
+            self.ptr = None
+
+
+def json_schema_grammar(schema_text: str) -> str:
+    """GBNF for a JSON schema, via llama-cpp-python's converter."""
+    import json
+
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        json.loads(schema_text)
+        return json_schema_to_gbnf(schema_text)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise UsageError(f"invalid JSON schema: {exc}") from None
+
+
+class Engine:
+    """A loaded model with one context: the object every command generates through."""
+
+    def __init__(self, path: str | Path, config: ContextConfig, verbose: bool = False):
+        set_llama_logging(verbose)
+        start = time.perf_counter()
+        self.path = Path(path)
+        self.config = config
+        self.model = LlamaModel(self.path, config.n_gpu_layers)
+        try:
+            self.ctx = LlamaContext(self.model, config)
+        except BaseException:
+            self.model.close()
+            raise
+        self.batch = TokenBatch(config.n_batch, config.n_seq_max)
+        self.load_s = time.perf_counter() - start
+        # Tokens whose KV is held per sequence id, so a later request can reuse a prefix.
+        self.cached: dict[int, list[int]] = {}
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.n_ctx
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=True)
+
+    def sampler(self, params: SamplingParams, seed: int) -> Sampler:
+        return Sampler(self.model, params, seed)
+
+    def close(self) -> None:
+        for part in ("batch", "ctx", "model"):
+            owner = getattr(self, part, None)
+            if owner is not None:
+                owner.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,375 @@
+"""The generation scheduler: many sequences through one llama.cpp context.
+
+One loop serves every mode:
+- `hearth run`: one request, one sample;
+- reasoning mode: one request with n=K samples — the prompt is evaluated once, its tokens tagged
+  with all K sequence ids, then the K samples decode together, one row each per llama_decode;
+- `hearth batch`: many requests, continuous batching — when a sample finishes its sequence id
+  and KV cells are freed and the next prompt is admitted at once, its prompt chunks riding in the
+  same decode calls as the other sequences' next tokens;
+- `hearth chat`: `reuse_prefix` keeps a sequence's KV cache between calls, so only the part of
+  the new prompt that differs from what the cache holds is evaluated.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import ContextOverflowError
+from .engine import Engine
+from .sampling import SamplingParams, sample_seeds
+
+
+@dataclass
+class GenRequest:
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    n: int = 1  # samples sharing this prompt
+    seeds: list[int] | None = None
+    key: Any = None
+    reuse_prefix: bool = False  # keep this sequence's KV for the next call (n == 1)
+    confidence_top_k: int = 0  # >0: record each token's top-k logprob confidence
+
+    def kv_cells(self) -> int:
+        """KV cells this request can occupy at most: the shared prompt + every sample's tokens."""
+        return len(self.prompt) + self.n * self.max_tokens
+
+
+@dataclass
+class Sample:
+    """One sequence being generated: its tokens, text, and why it finished."""
+
+    request: GenRequest
+    index: int
+    seq_id: int
+    n_past: int
+    sampler: Any = None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    logprob_sum: float = 0.0
+    token_confidences: list[float] = field(default_factory=list)
+    first_token_at: float | None = None
+    _held: str = ""
+    _decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def stop(self, reason: str) -> None:
+        """Called by a hook to end this sample after the current token (e.g. answer complete)."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob_sum / len(self.tokens) if self.tokens else 0.0
+
+
+@dataclass
+class GenStats:
+    prompt_tokens: int = 0  # prompt tokens actually evaluated (after prefix reuse)
+    prompt_reused: int = 0  # prompt tokens served from the KV cache
+    prompt_evals: int = 0  # prompts evaluated (one per request, however many samples)
+    prompt_s: float = 0.0
+    decode_rows: int = 0  # sampled tokens fed back through the model
+    decode_s: float = 0.0
+    decode_calls: int = 0
+    max_rows_per_call: int = 0
+    generated: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_reused": self.prompt_reused,
+            "prompt_evals": self.prompt_evals,
+            "prompt_s": round(self.prompt_s, 4),
+            "prompt_tok_s": _rate(self.prompt_tokens, self.prompt_s),
+            "decode_calls": self.decode_calls,
+            "decode_rows": self.decode_rows,
+            "max_rows_per_call": self.max_rows_per_call,
+            "decode_s": round(self.decode_s, 4),
+            "decode_tok_s": _rate(self.decode_rows, self.decode_s),
+            "generated": self.generated,
+        }
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 2) if seconds > 0 else 0.0
+
+
+class Hooks:
+    """Override what you need; the scheduler calls these between decode calls."""
+
+    def on_text(self, sample: Sample, delta: str) -> None:
+        """New visible text of a sample (stop strings already held back/cut)."""
+
+    def on_finish(self, sample: Sample) -> None:
+        """A sample ended (finish_reason set, its sequence freed)."""
+
+    def on_request_done(self, request: GenRequest, samples: list[Sample]) -> None:
+        """All samples of a request ended."""
+
+    def on_request_error(self, request: GenRequest, error: Exception) -> None:
+        """A request could not run at all (e.g. longer than the context)."""
+        raise error
+
+    def should_cancel(self) -> bool:
+        return False
+
+
+@dataclass
+class _PromptJob:
+    request: GenRequest
+    seq_ids: list[int]
+    position: int  # next prompt position to evaluate
+    last_row: int = -1
+
+
+class Generator:
+    """Runs requests through an Engine with continuous batching."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.stats = GenStats()
+
+    # -- public ---------------------------------------------------------------------------
+    def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
+        """Generate every request; returns samples per request, in request order.
+
+        `requests` may be any iterable (a lazy reader): it is consumed only as slots free up.
+        """
+        hooks = hooks or Hooks()
+        self._hooks = hooks
+        self._source = iter(requests)
+        self._waiting: deque[GenRequest] = deque()
+        self._exhausted = False
+        self._free_seqs = list(range(self.engine.config.n_seq_max))
+        self._reserved = 0
+        self._jobs: list[_PromptJob] = []
+        self._decoding: list[Sample] = []
+        self._open: dict[int, list[Sample]] = {}  # id(request) -> its samples
+        self._results: list[list[Sample]] = []
+        self._order: dict[int, int] = {}
+        try:
+            while self._admit() or self._jobs or self._decoding:
+                if hooks.should_cancel():
+                    break
+                self._step()
+        finally:
+            self._finish_all("cancelled")
+        return self._results
+
+    # -- admission ------------------------------------------------------------------------
+    def _next_request(self) -> GenRequest | None:
+        if self._waiting:
+            return self._waiting[0]
+        if self._exhausted:
+            return None
+        try:
+            request = next(self._source)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        self._order[id(request)] = len(self._order)
+        self._results.append([])
+        self._waiting.append(request)
+        return request
+
+    def _admit(self) -> bool:
+        """Start waiting requests while sequence ids and KV cells allow; True if work remains."""
+        n_ctx = self.engine.n_ctx
+        while (request := self._next_request()) is not None:
+            need = request.kv_cells()
+            if need > n_ctx or request.n > self.engine.config.n_seq_max or not request.prompt:
+                self._waiting.popleft()
+                self._hooks.on_request_error(request, _overflow_error(request, n_ctx, self.engine.config.n_seq_max))
+                continue
+            busy = self._jobs or self._decoding
+            if busy and (len(self._free_seqs) < request.n or self._reserved + need > n_ctx):
+                break
+            self._waiting.popleft()
+            self._start(request)
+        return bool(self._waiting) or not self._exhausted
+
+    def _start(self, request: GenRequest) -> None:
+        engine = self.engine
+        seq_ids = [self._free_seqs.pop(0) for _ in range(request.n)]
+        self._reserved += request.kv_cells()
+        start = 0
+        if request.reuse_prefix and request.n == 1:
+            start = _common_prefix(engine.cached.get(seq_ids[0], []), request.prompt)
+            start = min(start, len(request.prompt) - 1)  # the last prompt token must be evaluated
+            engine.ctx.seq_remove(seq_ids[0], start, -1)
+        else:
+            for seq in seq_ids:
+                engine.ctx.seq_remove(seq, -1, -1)
+        for seq in seq_ids:
+            engine.cached.pop(seq, None)
+        self.stats.prompt_reused += start
+        self.stats.prompt_evals += 1
+        self._jobs.append(_PromptJob(request, seq_ids, start))
+        self._open[id(request)] = []
+
+    # -- one decode call ----------------------------------------------------------------
+    def _step(self) -> None:
+        engine, batch = self.engine, self.engine.batch
+        batch.clear()
+        rows = [(s, batch.add(s.tokens[-1], s.n_past, (s.seq_id,), True)) for s in self._decoding]
+        for sample in self._decoding:
+            sample.n_past += 1
+        budget = batch.capacity - batch.n
+        filled: list[_PromptJob] = []
+        for job in self._jobs:
+            if budget <= 0:
+                break
+            prompt = job.request.prompt
+            take = min(budget, len(prompt) - job.position)
+            for pos in range(job.position, job.position + take):
+                row = batch.add(prompt[pos], pos, job.seq_ids, pos == len(prompt) - 1)
+            job.position += take
+            budget -= take
+            self.stats.prompt_tokens += take
+            if job.position == len(prompt):
+                job.last_row = row
+                filled.append(job)
+        started = time.perf_counter()
+        engine.ctx.decode(batch)
+        elapsed = time.perf_counter() - started
+        if rows:
+            self.stats.decode_s += elapsed
+            self.stats.decode_rows += len(rows)
+            self.stats.decode_calls += 1
+            self.stats.max_rows_per_call = max(self.stats.max_rows_per_call, len(rows))
+        else:
+            self.stats.prompt_s += elapsed
+        for sample, row in rows:
+            self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
+        for job in filled:
+            self._jobs.remove(job)
+            self._fork_samples(job)
+        self._decoding = [s for s in self._decoding if not s.done]
+
+    def _fork_samples(self, job: _PromptJob) -> None:
+        request = job.request
+        seeds = request.seeds or sample_seeds(request.params.seed, request.n)
+        for index, seq in enumerate(job.seq_ids):
+            sample = Sample(request, index, seq, n_past=len(request.prompt))
+            sample.sampler = self.engine.sampler(request.params, seeds[index])
+            self._open[id(request)].append(sample)
+            self._decoding.append(sample)
+            self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
+
+    # -- per token ------------------------------------------------------------------------
+    def _accept(self, sample: Sample, token: int, row: int) -> None:
+        model = self.engine.model
+        if sample.first_token_at is None:
+            sample.first_token_at = time.perf_counter()
+        if sample.request.confidence_top_k:
+            self._record_confidence(sample, token, row)
+        if model.is_eog(token):
+            self._finish(sample, "stop")
+            return
+        sample.tokens.append(token)
+        self.stats.generated += 1
+        delta = self._visible_text(sample, sample._decoder.decode(model.piece(token)))
+        if delta:
+            self._hooks.on_text(sample, delta)
+        if sample.done:
+            self._finish(sample, sample.finish_reason)
+        elif len(sample.tokens) >= sample.request.max_tokens:
+            self._finish(sample, "length")
+
+    def _record_confidence(self, sample: Sample, token: int, row: int) -> None:
+        import numpy as np
+
+        logits = self.engine.ctx.logits_row(row)
+        peak = float(logits.max())
+        log_z = peak + math.log(float(np.exp(logits - peak).sum()))
+        k = sample.request.confidence_top_k
+        top = np.partition(logits, -k)[-k:]
+        sample.logprob_sum += float(logits[token]) - log_z
+        sample.token_confidences.append(-(float(top.mean()) - log_z))
+
+    def _visible_text(self, sample: Sample, new_text: str) -> str:
+        """Append text, cutting at a stop string and holding back a possible stop prefix."""
+        stops = sample.request.stop
+        if not stops:
+            sample.text += new_text
+            return new_text
+        pending = sample._held + new_text
+        cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            sample._held = ""
+            sample.text += pending[:cut]
+            sample.stop("stop")
+            return pending[:cut]
+        hold = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+        out, sample._held = pending[: len(pending) - hold], pending[len(pending) - hold :]
+        sample.text += out
+        return out
+
+    def _finish(self, sample: Sample, reason: str) -> None:
+        sample.finish_reason = reason
+        tail = sample._decoder.decode(b"", final=True) + (sample._held if reason != "stop" else "")
+        sample._held = ""
+        if tail:
+            sample.text += tail
+            self._hooks.on_text(sample, tail)
+        request, engine = sample.request, self.engine
+        if request.reuse_prefix and reason != "cancelled":
+            engine.cached[sample.seq_id] = (request.prompt + sample.tokens)[: sample.n_past]
+        else:
+            engine.ctx.seq_remove(sample.seq_id, -1, -1)
+        if sample.sampler is not None:
+            sample.sampler.close()
+            sample.sampler = None
+        self._free_seqs.append(sample.seq_id)
+        self._hooks.on_finish(sample)
+        samples = self._open.get(id(request), [])
+        if len(samples) == request.n and all(s.done for s in samples):
+            self._reserved -= request.kv_cells()
+            del self._open[id(request)]
+            self._results[self._order[id(request)]] = samples
+            self._hooks.on_request_done(request, samples)
+
+    def _finish_all(self, reason: str) -> None:
+        """On cancel or Ctrl-C: end every live sample and free its sequence (no stale KV)."""
+        for sample in list(self._decoding):
+            if not sample.done:
+                self._finish(sample, reason)
+        for job in self._jobs:
+            for seq in job.seq_ids:
+                self.engine.ctx.seq_remove(seq, -1, -1)
+                self._free_seqs.append(seq)
+        self._jobs = []
+        self._decoding = []
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _overflow_error(request: GenRequest, n_ctx: int, n_seq_max: int) -> Exception:
+    if not request.prompt:
+        return ContextOverflowError("the prompt is empty")
+    if request.n > n_seq_max:
+        return ContextOverflowError(f"{request.n} samples asked for, the context holds {n_seq_max} sequences")
+    over = request.kv_cells() - n_ctx
+    return ContextOverflowError(
+        f"prompt ({len(request.prompt)} tokens) + {request.n}×{request.max_tokens} new tokens exceed the "
+        f"context of {n_ctx} by {over} tokens",
+        hint="raise --ctx, lower --max-tokens, or shorten the prompt",
+    )
