@@ -312,6 +312,15 @@ class Engine:
     def n_ctx(self) -> int:
         return self.ctx.n_ctx
 
+    def reconfigure(self, config: ContextConfig) -> None:
+        """A new context (and KV cache) for the loaded model: cheap, the weights stay."""
+        self.batch.close()
+        self.ctx.close()
+        self.cached.clear()
+        self.config = config
+        self.ctx = LlamaContext(self.model, config)
+        self.batch = TokenBatch(config.n_batch, config.n_seq_max)
+
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special=add_special, parse_special=True)
 

@@ -1,0 +1,99 @@
+"""A model made ready to generate: resolve the reference, validate the file, plan, load.
+
+Every command that generates (run, chat, batch, reasoning mode) goes through `load_model`, so
+they all share the same validation, the same plan and the same engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ContextOverflowError
+from .engine import ContextConfig, Engine
+from .gguf_file import GGUFInfo, read_gguf
+from .models import ResolvedModel, resolve_model
+from .templates import build_prompt
+
+CONTEXT_STEP = 256
+
+
+@dataclass
+class PlanRequest:
+    """What the user asked for; None means 'let the planner decide'."""
+
+    ctx: int | None = None
+    threads: int | None = None
+    gpu_layers: int | None = None
+    n_seq: int = 1
+    max_tokens: int | None = None
+
+
+@dataclass
+class LoadedModel:
+    resolved: ResolvedModel
+    info: GGUFInfo
+    plan: Any  # runtime.plan.FitPlan
+    engine: Engine
+    request: PlanRequest = field(default_factory=PlanRequest)
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+    @property
+    def has_template(self) -> bool:
+        return self.info.chat_template is not None
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """Tokens for a conversation: the chat template when the model has one, else plain text."""
+        model = self.engine.model
+        prompt = build_prompt(self.info.chat_template, messages, model.bos_text, model.eos_text, model.add_bos)
+        return self.engine.tokenize(prompt.text, add_special=True)
+
+    def ensure_context(self, tokens_needed: int) -> None:
+        """Grow the context when a prompt needs it (and the user did not fix --ctx); else fail loudly."""
+        if tokens_needed <= self.engine.n_ctx:
+            return
+        trained = int(self.info.arch_value("context_length", 0) or 0)
+        if self.request.ctx is None and (not trained or tokens_needed <= trained):
+            wanted = -(-tokens_needed // CONTEXT_STEP) * CONTEXT_STEP
+            self.plan = _plan(self.info, self.request, ctx=wanted)
+            self.engine.reconfigure(context_config(self.plan))
+            return
+        limit = self.engine.n_ctx
+        raise ContextOverflowError(
+            f"prompt + max tokens need {tokens_needed} tokens, the context holds {limit}: "
+            f"{tokens_needed - limit} tokens over",
+            hint="raise --ctx (up to the model's trained context), lower --max-tokens or shorten the prompt",
+        )
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def context_config(plan) -> ContextConfig:
+    return ContextConfig(
+        n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_seq_max=plan.n_seq,
+        n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch, n_gpu_layers=plan.n_gpu_layers,
+    )
+
+
+def _plan(info: GGUFInfo, request: PlanRequest, ctx: int | None = None):
+    from .hardware import detect_hardware
+    from .plan import fit_plan
+
+    return fit_plan(
+        info, detect_hardware(), ctx=ctx if ctx is not None else request.ctx, threads=request.threads,
+        gpu_layers=request.gpu_layers, n_seq=request.n_seq, max_tokens=request.max_tokens,
+    )
+
+
+def load_model(reference: str | None, request: PlanRequest | None = None, verbose: bool = False) -> LoadedModel:
+    """Resolve, validate (before llama.cpp sees the file), plan, and load."""
+    request = request or PlanRequest()
+    resolved = resolve_model(reference)
+    info = read_gguf(resolved.path)
+    plan = _plan(info, request)
+    engine = Engine(resolved.path, context_config(plan), verbose=verbose)
+    return LoadedModel(resolved, info, plan, engine, request)
