@@ -32,6 +32,7 @@ class GenRequest:
     max_tokens: int
     stop: tuple[str, ...] = ()
     n: int = 1  # samples sharing this prompt
+    parallel: int | None = None  # samples alive at once (None: all n); later ones fork from the prompt
     seeds: list[int] | None = None
     key: Any = None
     reuse_prefix: bool = False  # keep this sequence's KV for the next call (n == 1)
@@ -128,10 +129,22 @@ class Hooks:
 
 @dataclass
 class _PromptJob:
-    request: GenRequest
-    seq_ids: list[int]
+    """Prompt tokens still to evaluate for a request, tagged with every sequence they feed."""
+
+    state: "_RequestState"
+    seq_ids: list[int]  # sequences tagged on these prompt tokens (holder included)
+    fork_ids: list[int]  # sequences that become samples when the prompt is done
     position: int  # next prompt position to evaluate
     last_row: int = -1
+
+
+@dataclass
+class _RequestState:
+    request: GenRequest
+    samples: list[Sample] = field(default_factory=list)
+    holder: int | None = None  # sequence keeping the prompt's KV for samples launched later
+    launched: int = 0
+    closed: bool = False  # no more samples: the caller settled it (e.g. the vote is decided)
 
 
 class Generator:
@@ -147,8 +160,7 @@ class Generator:
 
         `requests` may be any iterable (a lazy reader): it is consumed only as slots free up.
         """
-        hooks = hooks or Hooks()
-        self._hooks = hooks
+        self._hooks = hooks or Hooks()
         self._source = iter(requests)
         self._waiting: deque[GenRequest] = deque()
         self._exhausted = False
@@ -156,17 +168,30 @@ class Generator:
         self._reserved = 0
         self._jobs: list[_PromptJob] = []
         self._decoding: list[Sample] = []
-        self._open: dict[int, list[Sample]] = {}  # id(request) -> its samples
+        self._states: dict[int, _RequestState] = {}  # id(request) -> state
         self._results: list[list[Sample]] = []
         self._order: dict[int, int] = {}
         try:
             while self._admit() or self._jobs or self._decoding:
-                if hooks.should_cancel():
+                if self._hooks.should_cancel():
                     break
                 self._step()
         finally:
             self._finish_all("cancelled")
         return self._results
+
+    def close_request(self, request: GenRequest, reason: str) -> None:
+        """End a request now: launch no more samples, end the live ones with `reason`."""
+        state = self._states.get(id(request))
+        if state is None or state.closed:
+            return
+        state.closed = True
+        for sample in state.samples:
+            if not sample.done:
+                self._finish(sample, reason)
+        for job in [j for j in self._jobs if j.state is state]:
+            self._drop_job(job)
+        self._maybe_done(state)
 
     # -- admission ------------------------------------------------------------------------
     def _next_request(self) -> GenRequest | None:
@@ -186,15 +211,15 @@ class Generator:
 
     def _admit(self) -> bool:
         """Start waiting requests while sequence ids and KV cells allow; True if work remains."""
-        n_ctx = self.engine.n_ctx
+        n_ctx, n_seq_max = self.engine.n_ctx, self.engine.config.n_seq_max
         while (request := self._next_request()) is not None:
-            need = request.kv_cells()
-            if need > n_ctx or request.n > self.engine.config.n_seq_max or not request.prompt:
+            need, seqs = request.kv_cells(), _seqs_needed(request)
+            if need > n_ctx or seqs > n_seq_max or not request.prompt:
                 self._waiting.popleft()
-                self._hooks.on_request_error(request, _overflow_error(request, n_ctx, self.engine.config.n_seq_max))
+                self._hooks.on_request_error(request, _overflow_error(request, n_ctx, n_seq_max))
                 continue
             busy = self._jobs or self._decoding
-            if busy and (len(self._free_seqs) < request.n or self._reserved + need > n_ctx):
+            if busy and (len(self._free_seqs) < seqs or self._reserved + need > n_ctx):
                 break
             self._waiting.popleft()
             self._start(request)
@@ -202,7 +227,13 @@ class Generator:
 
     def _start(self, request: GenRequest) -> None:
         engine = self.engine
-        seq_ids = [self._free_seqs.pop(0) for _ in range(request.n)]
+        state = _RequestState(request)
+        self._states[id(request)] = state
+        live = min(request.parallel or request.n, request.n)
+        fork_ids = [self._free_seqs.pop(0) for _ in range(live)]
+        if live < request.n:
+            state.holder = self._free_seqs.pop(0)
+        seq_ids = fork_ids + ([state.holder] if state.holder is not None else [])
         self._reserved += request.kv_cells()
         start = 0
         if request.reuse_prefix and request.n == 1:
@@ -216,8 +247,23 @@ class Generator:
             engine.cached.pop(seq, None)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
-        self._jobs.append(_PromptJob(request, seq_ids, start))
-        self._open[id(request)] = []
+        state.launched = live
+        self._jobs.append(_PromptJob(state, seq_ids, fork_ids, start))
+
+    def _launch_late_sample(self, state: _RequestState) -> None:
+        """Start one more sample from the held prompt: copy its KV, re-evaluate only the last token."""
+        seq = self._free_seqs.pop(0)
+        n_prompt = len(state.request.prompt)
+        self.engine.ctx.seq_remove(seq, -1, -1)
+        self.engine.ctx.seq_copy(state.holder, seq, 0, n_prompt - 1)
+        state.launched += 1
+        self._jobs.append(_PromptJob(state, [seq], [seq], n_prompt - 1))
+
+    def _drop_job(self, job: _PromptJob) -> None:
+        self._jobs.remove(job)
+        for seq in job.fork_ids:
+            self.engine.ctx.seq_remove(seq, -1, -1)
+            self._free_seqs.append(seq)
 
     # -- one decode call ----------------------------------------------------------------
     def _step(self) -> None:
@@ -231,7 +277,7 @@ class Generator:
         for job in self._jobs:
             if budget <= 0:
                 break
-            prompt = job.request.prompt
+            prompt = job.state.request.prompt
             take = min(budget, len(prompt) - job.position)
             for pos in range(job.position, job.position + take):
                 row = batch.add(prompt[pos], pos, job.seq_ids, pos == len(prompt) - 1)
@@ -252,21 +298,29 @@ class Generator:
         else:
             self.stats.prompt_s += elapsed
         for sample, row in rows:
-            self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
+            if not sample.done:
+                self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
         for job in filled:
-            self._jobs.remove(job)
-            self._fork_samples(job)
+            if job in self._jobs:  # not dropped by a hook meanwhile
+                self._jobs.remove(job)
+                self._fork_samples(job)
         self._decoding = [s for s in self._decoding if not s.done]
 
     def _fork_samples(self, job: _PromptJob) -> None:
-        request = job.request
+        state, request = job.state, job.state.request
         seeds = request.seeds or sample_seeds(request.params.seed, request.n)
-        for index, seq in enumerate(job.seq_ids):
+        for seq in job.fork_ids:
+            if state.closed:
+                self.engine.ctx.seq_remove(seq, -1, -1)
+                self._free_seqs.append(seq)
+                continue
+            index = len(state.samples)
             sample = Sample(request, index, seq, n_past=len(request.prompt))
-            sample.sampler = self.engine.sampler(request.params, seeds[index])
-            self._open[id(request)].append(sample)
+            sample.sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
+            state.samples.append(sample)
             self._decoding.append(sample)
             self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
+        self._maybe_done(state)
 
     # -- per token ------------------------------------------------------------------------
     def _accept(self, sample: Sample, token: int, row: int) -> None:
@@ -284,7 +338,8 @@ class Generator:
         if delta:
             self._hooks.on_text(sample, delta)
         if sample.done:
-            self._finish(sample, sample.finish_reason)
+            if sample.sampler is not None:  # stopped by a stop string or a hook, not yet finished
+                self._finish(sample, sample.finish_reason)
         elif len(sample.tokens) >= sample.request.max_tokens:
             self._finish(sample, "length")
 
@@ -318,6 +373,8 @@ class Generator:
         return out
 
     def _finish(self, sample: Sample, reason: str) -> None:
+        if sample.sampler is None and sample.finish_reason is not None:
+            return  # already finished
         sample.finish_reason = reason
         tail = sample._decoder.decode(b"", final=True) + (sample._held if reason != "stop" else "")
         sample._held = ""
@@ -334,24 +391,45 @@ class Generator:
             sample.sampler = None
         self._free_seqs.append(sample.seq_id)
         self._hooks.on_finish(sample)
-        samples = self._open.get(id(request), [])
-        if len(samples) == request.n and all(s.done for s in samples):
-            self._reserved -= request.kv_cells()
-            del self._open[id(request)]
-            self._results[self._order[id(request)]] = samples
-            self._hooks.on_request_done(request, samples)
+        state = self._states.get(id(request))
+        if state is not None:
+            if not state.closed and state.launched < request.n and state.holder is not None:
+                self._launch_late_sample(state)
+            self._maybe_done(state)
+
+    def _maybe_done(self, state: _RequestState) -> None:
+        request = state.request
+        if id(request) not in self._states:
+            return
+        if any(j.state is state for j in self._jobs) or not all(s.done for s in state.samples):
+            return
+        if not state.closed and len(state.samples) < request.n:
+            return
+        if state.holder is not None:
+            self.engine.ctx.seq_remove(state.holder, -1, -1)
+            self._free_seqs.append(state.holder)
+        self._reserved -= request.kv_cells()
+        del self._states[id(request)]
+        self._results[self._order[id(request)]] = state.samples
+        self._hooks.on_request_done(request, state.samples)
 
     def _finish_all(self, reason: str) -> None:
         """On cancel or Ctrl-C: end every live sample and free its sequence (no stale KV)."""
+        for state in list(self._states.values()):
+            state.closed = True
         for sample in list(self._decoding):
             if not sample.done:
                 self._finish(sample, reason)
-        for job in self._jobs:
-            for seq in job.seq_ids:
-                self.engine.ctx.seq_remove(seq, -1, -1)
-                self._free_seqs.append(seq)
-        self._jobs = []
+        for job in list(self._jobs):
+            self._drop_job(job)
+        for state in list(self._states.values()):
+            self._maybe_done(state)
         self._decoding = []
+
+
+def _seqs_needed(request: GenRequest) -> int:
+    live = min(request.parallel or request.n, request.n)
+    return live + (1 if live < request.n else 0)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -365,8 +443,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def _overflow_error(request: GenRequest, n_ctx: int, n_seq_max: int) -> Exception:
     if not request.prompt:
         return ContextOverflowError("the prompt is empty")
-    if request.n > n_seq_max:
-        return ContextOverflowError(f"{request.n} samples asked for, the context holds {n_seq_max} sequences")
+    if _seqs_needed(request) > n_seq_max:
+        return ContextOverflowError(f"{_seqs_needed(request)} sequences needed, the context holds {n_seq_max}")
     over = request.kv_cells() - n_ctx
     return ContextOverflowError(
         f"prompt ({len(request.prompt)} tokens) + {request.n}×{request.max_tokens} new tokens exceed the "
