@@ -150,3 +150,28 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+class _NullLive:
+    def update(self, text: str) -> None:
+        pass
+
+
+@contextmanager
+def live_text(enabled: bool = True) -> Iterator[Any]:
+    """A block of text on stderr redrawn in place (rich Live); silent without a terminal."""
+    if not (enabled and stderr_is_tty()):
+        yield _NullLive()
+        return
+    from rich.live import Live
+    from rich.text import Text
+
+    class _Live:
+        def __init__(self, live):
+            self._live = live
+
+        def update(self, text: str) -> None:
+            self._live.update(Text(text))
+
+    with Live(Text(""), console=err_console(), refresh_per_second=8, transient=True) as live:
+        yield _Live(live)

@@ -1,0 +1,139 @@
+"""Reasoning mode: K samples of one question decoded together, answers extracted, voted.
+
+The prompt is evaluated once; its KV cache is shared by the samples (one request with n=K in the
+scheduler). With adaptive stopping the samples run `parallel` at a time; each finished sample
+updates the vote and `decide_stop` may settle it, which ends the request (no more samples, the
+live ones are cut). Per sample, a sequence stops as soon as its answer line is complete, and
+DeepConf's online bar (set from the first finished samples) cuts sequences whose windowed token
+confidence falls below it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .generate import GenRequest, Generator, Hooks, Sample
+from .sampling import SamplingParams
+from .stopping import (StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence,
+                       should_cut)
+from .voting import SampleResult, VoteResult, answer_line_complete, final_answer, vote
+
+CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
+
+
+@dataclass(frozen=True)
+class ReasoningConfig:
+    k: int = 8
+    vote: str = "weighted"
+    answer: str = "auto"
+    adaptive: bool = True
+    parallel: int | None = None  # live samples at once; None: K (fixed) or 4 (adaptive)
+    window: int = 64  # DeepConf sliding window (tokens)
+    warmup: int = 3  # finished samples that set the online confidence bar
+    keep_top_percent: float = 90.0
+    stop_rule: StopRule = field(default_factory=StopRule)
+
+    def live_samples(self) -> int:
+        if self.parallel:
+            return min(self.parallel, self.k)
+        return min(4, self.k) if self.adaptive else self.k
+
+
+@dataclass
+class ReasoningResult:
+    answer: str | None
+    vote: VoteResult
+    samples: list[SampleResult]
+    finish_reasons: list[str]
+    tokens_total: int
+    tokens_saved_est: int
+    stopped_early: bool
+    stop_reason: str
+    prompt_tokens: int
+    wall_s: float
+    stats: dict
+
+
+class _ReasoningHooks(Hooks):
+    """Per-sample early stop and DeepConf cuts as tokens arrive; the vote as samples finish."""
+
+    def __init__(self, generator: Generator, config: ReasoningConfig, on_update: Callable | None):
+        self.generator = generator
+        self.config = config
+        self.on_update = on_update
+        self.windows: dict[int, WindowedConfidence] = {}
+        self.finished: list[Sample] = []
+        self.answers: list[str | None] = []
+        self.bar: float | None = None
+        self.stop_reason = "all_done"
+        self.settled = False
+
+    def on_text(self, sample: Sample, delta: str) -> None:
+        if not self.config.adaptive:
+            return
+        window = self.windows.setdefault(sample.index, WindowedConfidence(self.config.window))
+        for confidence in sample.token_confidences[window.count:]:
+            window.push(confidence)
+        if answer_line_complete(sample.text, self.config.answer):
+            sample.stop("answer")
+        elif window.full and should_cut(window.current, self.bar):
+            sample.stop("low_confidence")
+        if self.on_update:
+            self.on_update(sample, None)
+
+    def on_finish(self, sample: Sample) -> None:
+        self.finished.append(sample)
+        if sample.finish_reason in ("cancelled", "vote_settled"):
+            return
+        cut = sample.finish_reason == "low_confidence"
+        answer = None if cut else final_answer(sample.text, self.config.answer)
+        self.answers.append(answer)
+        if self.on_update:
+            self.on_update(sample, answer)
+        if not self.config.adaptive or self.settled:
+            return
+        confident = [s for s in self.finished if s.finish_reason not in ("low_confidence", "cancelled", "vote_settled")]
+        if self.bar is None and len(confident) >= self.config.warmup:
+            lows = [lowest_group_confidence(s.token_confidences, self.config.window) for s in confident]
+            self.bar = confidence_bar(lows, self.config.keep_top_percent)
+        decision = decide_stop(self.answers, self.config.k - len(self.answers), self.config.stop_rule)
+        if decision.stop and decision.reason != "all_done":
+            self.settled = True
+            self.stop_reason = decision.reason
+            self.generator.close_request(sample.request, "vote_settled")
+
+
+def reason(generator: Generator, prompt_tokens: list[int], params: SamplingParams, max_tokens: int,
+           config: ReasoningConfig, stop: tuple[str, ...] = (), on_update: Callable | None = None) -> ReasoningResult:
+    """Sample, extract, vote; `on_update(sample, answer)` is called for a live view."""
+    started = time.perf_counter()
+    hooks = _ReasoningHooks(generator, config, on_update)
+    request = GenRequest(prompt_tokens, params, max_tokens, stop, n=config.k, parallel=config.live_samples(),
+                         confidence_top_k=CONFIDENCE_TOP_K)
+    samples = generator.run([request], hooks)[0]
+    results = [_sample_result(s, config) for s in samples]
+    tally = vote(results, config.vote)
+    tokens_total = sum(len(s.tokens) for s in samples)
+    natural = [len(s.tokens) for s in samples if s.finish_reason in ("stop", "length", "answer")]
+    full_estimate = (sum(natural) / len(natural)) * config.k if natural else tokens_total
+    return ReasoningResult(
+        answer=tally.answer, vote=tally, samples=results, finish_reasons=[s.finish_reason for s in samples],
+        tokens_total=tokens_total, tokens_saved_est=max(0, round(full_estimate - tokens_total)),
+        stopped_early=hooks.settled, stop_reason=hooks.stop_reason, prompt_tokens=len(prompt_tokens),
+        wall_s=time.perf_counter() - started, stats=generator.stats.as_dict(),
+    )
+
+
+def _sample_result(sample: Sample, config: ReasoningConfig) -> SampleResult:
+    cut = sample.finish_reason in ("low_confidence", "vote_settled", "cancelled")
+    return SampleResult(
+        text=sample.text,
+        answer=None if cut else final_answer(sample.text, config.answer),
+        weight=max(0.0, lowest_group_confidence(sample.token_confidences, config.window)),
+        tokens=len(sample.tokens),
+        mean_logprob=round(sample.mean_logprob, 4),
+        stopped_early=sample.finish_reason == "answer",
+        cut=cut,
+    )
