@@ -1,0 +1,272 @@
+"""`hearth batch`: JSONL prompts in, JSONL results out, resumable.
+
+Input lines: {"id": …, "prompt": "…"} or {"id": …, "messages": [...]}, with optional per-line
+system, max_tokens, temperature, top_p, seed, stop, samples. A line's id defaults to its line
+number. Output lines: id, text, finish_reason, usage — or id and error for a line that failed.
+
+Resuming: results are appended and flushed one line at a time; a rerun with the same output file
+first drops a torn last line (a kill mid-write), then skips every id already written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from ..errors import InputFormatError, UsageError
+from .sampling import SamplingParams
+
+LINE_OPTIONS = {"system", "max_tokens", "temperature", "top_p", "seed", "stop", "samples"}
+
+
+@dataclass
+class BatchItem:
+    id: Any
+    line_no: int
+    messages: list[dict]
+    max_tokens: int
+    params: SamplingParams
+    stop: tuple[str, ...] = ()
+    samples: int = 1
+
+
+@dataclass
+class BatchLineError:
+    id: Any
+    line_no: int
+    error: str
+
+
+@dataclass
+class BatchDefaults:
+    params: SamplingParams
+    max_tokens: int = 256
+    system: str | None = None
+    stop: tuple[str, ...] = ()
+
+
+def parse_line(text: str, line_no: int, defaults: BatchDefaults) -> BatchItem | BatchLineError:
+    """One JSONL line to a BatchItem, or a BatchLineError saying what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return BatchLineError(line_no, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(data, dict):
+        return BatchLineError(line_no, line_no, "a line must be a JSON object")
+    item_id = data.get("id", line_no)
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+        return BatchLineError(line_no, line_no, "id must be a string or an integer")
+    try:
+        return BatchItem(item_id, line_no, _messages(data, defaults), *_line_settings(data, defaults))
+    except (UsageError, InputFormatError) as exc:
+        return BatchLineError(item_id, line_no, exc.message)
+
+
+def _messages(data: dict, defaults: BatchDefaults) -> list[dict]:
+    prompt, messages = data.get("prompt"), data.get("messages")
+    system = data.get("system", defaults.system)
+    if prompt is not None and messages is not None:
+        raise InputFormatError("give either prompt or messages, not both")
+    if isinstance(prompt, str) and prompt.strip():
+        turns = [{"role": "user", "content": prompt}]
+    elif isinstance(messages, list) and messages:
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in messages):
+            raise InputFormatError("messages must be objects with string role and content")
+        turns = list(messages)
+    else:
+        raise InputFormatError("the line has neither a prompt nor messages")
+    if system and not any(m["role"] == "system" for m in turns):
+        turns.insert(0, {"role": "system", "content": str(system)})
+    return turns
+
+
+def _line_settings(data: dict, defaults: BatchDefaults) -> tuple[int, SamplingParams, tuple[str, ...], int]:
+    max_tokens = data.get("max_tokens", defaults.max_tokens)
+    samples = data.get("samples", 1)
+    stop = data.get("stop", defaults.stop)
+    if isinstance(stop, str):
+        stop = (stop,)
+    for name, value, low in (("max_tokens", max_tokens, 1), ("samples", samples, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputFormatError(f"{name} must be an integer >= {low}")
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise InputFormatError("stop must be a string or a list of strings")
+    overrides = {}
+    for name, field_name in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed")):
+        value = data.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise InputFormatError(f"{name} must be a number")
+        overrides[field_name] = value
+    if overrides.get("seed") is not None:
+        overrides["seed"] = int(overrides["seed"])
+    return max_tokens, defaults.params.with_overrides(**overrides), tuple(stop), samples
+
+
+def read_items(lines: Iterable[str], defaults: BatchDefaults, done_ids: set) -> Iterator[BatchItem | BatchLineError]:
+    """Parse lines lazily, skipping ids already done and flagging duplicated ids."""
+    seen: set = set()
+    for line_no, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        item = parse_line(text, line_no, defaults)
+        key = _id_key(item.id)
+        if key in seen and isinstance(item, BatchItem):
+            item = BatchLineError(item.id, line_no, f"duplicated id {item.id!r} (first seen earlier in the input)")
+            key = _id_key(f"{item.id}#line{line_no}")
+        seen.add(key)
+        if key in done_ids:
+            continue
+        yield item
+
+
+def _id_key(item_id: Any) -> str:
+    return json.dumps(item_id)
+
+
+class ResultWriter:
+    """Appends result lines, one flushed write each, after repairing a torn last line."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.done_ids: set = set()
+        self._handle: IO | None = None
+        if path is None:
+            return
+        if path.exists():
+            self.done_ids = _repair_and_read_ids(path)
+        try:
+            self._handle = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._handle is None:
+            import sys
+
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            return
+        self._handle.write(line)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _repair_and_read_ids(path: Path) -> set:
+    """Ids already in an output file; a final line without its newline (torn write) is cut off."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    ids = set()
+    for raw in data[:end].splitlines():
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "id" in record:
+            ids.add(_id_key(record["id"]))
+    return ids
+
+
+def check_output_writable(path: Path) -> None:
+    """Fail before the model loads when the output cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write {path}: permission denied")
+    if not parent.exists():
+        raise UsageError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {path}: folder {parent} is not writable")
+
+
+@dataclass
+class BatchSummary:
+    lines: int = 0
+    errors: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    skipped: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tok_s(self) -> float:
+        return round(self.tokens / self.wall_s, 2) if self.wall_s > 0 else 0.0
+
+
+def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: ResultWriter,
+              on_line=None) -> BatchSummary:
+    """Generate every item with continuous batching; write each result the moment it is done.
+
+    `on_line(summary)` is called after each written line (progress display).
+    """
+    import time
+
+    from ..errors import HearthError
+    from .generate import GenRequest, Generator, Hooks
+
+    summary = BatchSummary()
+    started = time.perf_counter()
+    n_seq = loaded.engine.config.n_seq_max
+
+    def emit(record: dict, error: bool, tokens: int = 0) -> None:
+        writer.write(record)
+        summary.lines += 1
+        summary.errors += int(error)
+        summary.tokens += tokens
+        summary.wall_s = time.perf_counter() - started
+        if on_line:
+            on_line(summary)
+
+    def requests():
+        for item in items:
+            if isinstance(item, BatchLineError):
+                emit({"id": item.id, "error": item.error}, True)
+                continue
+            try:
+                tokens = loaded.prompt_tokens(item.messages)
+            except HearthError as exc:
+                emit({"id": item.id, "error": exc.message}, True)
+                continue
+            parallel = min(item.samples, max(1, n_seq - 1)) if item.samples > n_seq else None
+            yield GenRequest(tokens, item.params, item.max_tokens, item.stop, n=item.samples, parallel=parallel,
+                             key=item, confidence_top_k=5 if item.samples > 1 else 0)
+
+    class Writer(Hooks):
+        def on_request_done(self, request, samples):
+            emit(result_record(request.key, samples), False, sum(len(s.tokens) for s in samples))
+
+        def on_request_error(self, request, error):
+            message = getattr(error, "message", str(error))
+            emit({"id": request.key.id, "error": message}, True)
+
+    Generator(loaded.engine).run(requests(), Writer())
+    summary.wall_s = time.perf_counter() - started
+    return summary
+
+
+def result_record(item: BatchItem, samples: list) -> dict:
+    usage = {"prompt_tokens": len(samples[0].request.prompt) if samples else 0,
+             "completion_tokens": sum(len(s.tokens) for s in samples)}
+    if item.samples == 1 or len(samples) == 1:
+        sample = samples[0]
+        return {"id": item.id, "text": sample.text, "finish_reason": sample.finish_reason, "usage": usage}
+    from .stopping import lowest_group_confidence
+    from .voting import SampleResult, final_answer, vote
+
+    results = [SampleResult(s.text, final_answer(s.text, "auto"), max(0.0, lowest_group_confidence(s.token_confidences, 64)),
+                            len(s.tokens)) for s in samples]
+    tally = vote(results, "weighted")
+    best = samples[tally.winner_index] if tally.winner_index is not None else samples[0]
+    return {"id": item.id, "text": best.text, "answer": tally.answer, "votes": tally.counts,
+            "finish_reason": best.finish_reason, "usage": usage}
