@@ -1,0 +1,47 @@
+"""Sampling parameter validation and model reference resolution (no model loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hearth.errors import ModelNotFoundError, UsageError
+from hearth.runtime.models import resolve_model
+from hearth.runtime.sampling import SamplingParams, sample_seeds
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1.0), ("temperature", 9.0), ("top_p", 0.0),
+                                         ("top_p", 1.5), ("min_p", 1.0), ("top_k", -3), ("repeat_penalty", 0.0)])
+def test_bad_sampling_values_are_usage_errors(field, value):
+    with pytest.raises(UsageError):
+        SamplingParams(**{field: value}).validated()
+
+
+def test_overrides_keep_unset_fields():
+    base = SamplingParams(temperature=0.3, top_p=0.9)
+    assert base.with_overrides(temperature=None, seed=5) == SamplingParams(temperature=0.3, top_p=0.9, seed=5)
+
+
+def test_seeds_are_consecutive_from_base():
+    assert sample_seeds(10, 3) == [10, 11, 12]
+    assert len(set(sample_seeds(None, 8))) == 8
+
+
+def test_default_resolves_to_embedded_file(default_model_path):
+    for ref in (None, "default", " default "):
+        resolved = resolve_model(ref)
+        assert resolved.path == default_model_path and resolved.source == "default"
+
+
+def test_path_reference(default_model_path):
+    assert resolve_model(str(default_model_path)).source == "file"
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        resolve_model(str(tmp_path / "x.gguf"))
+
+
+def test_unknown_name_says_how_to_get_it():
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model("nobody/no-such-model-GGUF:Q4_K_M")
+    assert "hearth pull" in err.value.hint
