@@ -39,8 +39,10 @@ class GenRequest:
     confidence_top_k: int = 0  # >0: record each token's top-k logprob confidence
 
     def kv_cells(self) -> int:
-        """KV cells this request can occupy at most: the shared prompt + every sample's tokens."""
-        return len(self.prompt) + self.n * self.max_tokens
+        """KV cells this request can occupy at most: the shared prompt + the live samples' tokens
+        (a late sample shares the prompt's cells and re-evaluates one token of its own)."""
+        live = min(self.parallel or self.n, self.n)
+        return len(self.prompt) + live * self.max_tokens + (live if live < self.n else 0)
 
 
 @dataclass

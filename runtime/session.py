@@ -56,9 +56,11 @@ class LoadedModel:
         if tokens_needed <= self.engine.n_ctx:
             return
         trained = int(self.info.arch_value("context_length", 0) or 0)
-        if self.request.ctx is None and (not trained or tokens_needed <= trained):
-            wanted = -(-tokens_needed // CONTEXT_STEP) * CONTEXT_STEP
-            self.plan = _plan(self.info, self.request, ctx=wanted)
+        n_seq = max(1, self.request.n_seq)
+        if self.request.ctx is None and (not trained or tokens_needed <= trained * n_seq):
+            # the planner's ctx is per sequence; the engine's cells are shared by all of them
+            per_seq = -(-tokens_needed // (CONTEXT_STEP * n_seq)) * CONTEXT_STEP
+            self.plan = _plan(self.info, self.request, ctx=per_seq)
             self.engine.reconfigure(context_config(self.plan))
             return
         limit = self.engine.n_ctx

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Benchmark: `hearth batch` throughput vs one-at-a-time and vs llama.cpp's batched ceiling.
+
+For each model: P prompts × T new tokens
+  1. hearth's scheduler with N sequences in flight (continuous batching),
+  2. the same prompts one at a time through the same engine,
+  3. the same prompts one at a time through llama-cpp-python's `Llama`,
+  4. llama.cpp's own multi-sequence decode ceiling (../shared/tools/llama_batched_ceiling.py,
+     run as a subprocess right after, same model and threads).
+Prints aggregate tok/s for each and the ratios. Run it alone: two llama.cpp processes at once on
+a 2-core machine ruin each other's numbers.
+
+usage: python scripts/bench_batch.py [default gemma PATH ...] [--prompts 64] [--tokens 64] [--parallel 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import model_path  # noqa: E402
+
+TOPICS = ["the ocean", "a lighthouse", "autumn", "a city at night", "mountains", "a library", "trains",
+          "the desert", "a garden", "winter mornings", "an old clock", "rivers", "bees", "the moon", "bread", "rain"]
+CEILING = Path(__file__).resolve().parents[2] / "shared" / "tools" / "llama_batched_ceiling.py"
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Write a few sentences about {TOPICS[i % len(TOPICS)]} (variation {i})." for i in range(n)]
+
+
+def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads: int) -> dict:
+    from hearth.runtime.engine import ContextConfig, Engine
+    from hearth.runtime.generate import GenRequest, Generator
+    from hearth.runtime.gguf_file import read_gguf
+    from hearth.runtime.sampling import SamplingParams
+    from hearth.runtime.templates import build_prompt
+
+    info = read_gguf(path)
+    params = SamplingParams(temperature=0.8, seed=1)
+    config = ContextConfig(n_ctx=parallel * (n_new + 64), n_seq_max=parallel, n_threads=threads, n_threads_batch=threads)
+    with Engine(path, config) as engine:
+        model = engine.model
+        token_lists = [engine.tokenize(build_prompt(info.chat_template, [{"role": "user", "content": t}],
+                                                    model.bos_text, model.eos_text, model.add_bos).text) for t in texts]
+        requests = [GenRequest(tokens, params, n_new) for tokens in token_lists]
+        generator = Generator(engine)
+        started = time.perf_counter()
+        results = generator.run(requests)
+        batch_s = time.perf_counter() - started
+        batch_tokens = sum(len(r[0].tokens) for r in results)
+        stats = generator.stats
+        started = time.perf_counter()
+        seq_tokens = sum(len(Generator(engine).run([GenRequest(t, params, n_new)])[0][0].tokens) for t in token_lists)
+        seq_s = time.perf_counter() - started
+    return {"batch_tok_s": batch_tokens / batch_s, "batch_decode_tok_s": stats.decode_rows / stats.decode_s,
+            "batch_tokens": batch_tokens, "batch_s": batch_s, "sequential_tok_s": seq_tokens / seq_s,
+            "token_lists": token_lists}
+
+
+def llama_sequential(path: str, token_lists: list[list[int]], n_new: int, threads: int) -> float:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(path, n_ctx=n_new + 256, n_threads=threads, n_threads_batch=threads, verbose=False, seed=1)
+    total = 0
+    started = time.perf_counter()
+    try:
+        for tokens in token_lists:
+            llm.reset()
+            for n, _ in enumerate(llm.generate(tokens, temp=0.8, top_k=40, top_p=0.95, min_p=0.05, reset=True), start=1):
+                total += 1
+                if n >= n_new:
+                    break
+    finally:
+        llm.close()
+    return total / (time.perf_counter() - started)
+
+
+def ceiling(path: str, parallel: int, n_new: int, threads: int) -> float:
+    ks = sorted({1, parallel // 2 or 1, parallel})
+    done = subprocess.run([sys.executable, str(CEILING), path, "--ks", ",".join(map(str, ks)), "--tokens", str(n_new),
+                           "--threads", str(threads), "--json"], capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return max(r["aggregate_tok_s"] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("models", nargs="*", default=["default", "gemma"])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--parallel", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from hearth.runtime.engine import set_llama_logging
+
+    set_llama_logging(False)
+    report = []
+    for name in args.models:
+        path = model_path(name)
+        row = hearth_runs(path, prompts(args.prompts), args.tokens, args.parallel, args.threads)
+        llama_tok_s = llama_sequential(path, row.pop("token_lists"), args.tokens, args.threads)
+        best = ceiling(path, args.parallel, args.tokens, args.threads)
+        report.append({
+            "model": Path(path).name, "prompts": args.prompts, "tokens": args.tokens, "parallel": args.parallel,
+            "hearth_batch_tok_s": round(row["batch_tok_s"], 1),
+            "hearth_batch_decode_tok_s": round(row["batch_decode_tok_s"], 1),
+            "hearth_sequential_tok_s": round(row["sequential_tok_s"], 1),
+            "llama_sequential_tok_s": round(llama_tok_s, 1),
+            "llama_cpp_ceiling_tok_s": round(best, 1),
+            "batch_vs_sequential": round(row["batch_tok_s"] / row["sequential_tok_s"], 2),
+            "batch_vs_llama_sequential": round(row["batch_tok_s"] / llama_tok_s, 2),
+            "batch_decode_vs_ceiling": round(row["batch_decode_tok_s"] / best, 3),
+            "batch_end_to_end_vs_ceiling": round(row["batch_tok_s"] / best, 3),
+        })
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for r in report:
+        print(f"\n{r['model']}: {r['prompts']} prompts × {r['tokens']} tokens, {r['parallel']} in flight")
+        for key in ("hearth_batch_tok_s", "hearth_batch_decode_tok_s", "hearth_sequential_tok_s",
+                    "llama_sequential_tok_s", "llama_cpp_ceiling_tok_s", "batch_vs_sequential",
+                    "batch_vs_llama_sequential", "batch_decode_vs_ceiling", "batch_end_to_end_vs_ceiling"):
+            print(f"  {key:32} {r[key]}")
+
+
+if __name__ == "__main__":
+    main()
