@@ -75,7 +75,7 @@ def command(name: str | None = None, **kwargs) -> Callable:
 
 
 # One module per command group, in --help order.
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = ["models"]
 
 
 def _mount() -> None:
