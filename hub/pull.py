@@ -67,8 +67,9 @@ def choose_quant(candidates: Sequence[ModelFiles], memory_budget_bytes: int, mus
     fitting = [c for c in candidates if fits(c.size, memory_budget_bytes)]
     if fitting:
         model = max(fitting, key=lambda c: (c.size, c.label))
-        return QuantChoice(model, f"{model.label} (no {' or '.join(PREFERRED_QUANTS)} that fits): the largest file "
-                                  f"that fits in {budget}, {format_bytes(model.size)}")
+        skipped = [f"{q} does not fit" if q in present else f"no {q} in the repo" for q in PREFERRED_QUANTS]
+        return QuantChoice(model, f"{model.label} ({'; '.join(skipped)}): the largest file that fits in {budget}, "
+                                  f"{format_bytes(model.size)}")
     smallest = min(candidates, key=lambda c: (c.size, c.label))
     if not must_fit:
         return QuantChoice(smallest, f"{smallest.label}: the smallest file; none fits in {budget}")
@@ -255,7 +256,7 @@ def list_repo(repo_id: str, revision: str | None) -> tuple[str, list[RemoteFile]
                            hint="log in again (`hf auth login`) or set a valid HF_TOKEN") from None
         raise HubError(f"the hub answered HTTP {status} for {repo_id}") from None
     commit = info.sha or ""
-    if not store._HEX40.match(commit):
+    if not store.is_commit_id(commit):
         raise HubError(f"the hub sent an invalid commit id for {repo_id}")
     files = [RemoteFile(s.rfilename, (s.lfs.size if s.lfs else s.size) or 0, s.lfs.sha256 if s.lfs else None, s.blob_id)
              for s in info.siblings or []]
@@ -322,7 +323,7 @@ def fetch_file(cache: Path, repo_id: str, commit: str, remote: RemoteFile, heade
     from filelock import FileLock, Timeout
 
     etag = remote.etag
-    if not (store._HEX64.match(etag) or store._HEX40.match(etag)) or not store.is_safe_repo_path(remote.name):
+    if not store.is_blob_name(etag) or not store.is_safe_repo_path(remote.name):
         raise IntegrityError(f"the hub sent an unusable name or hash for {remote.name!r}; refusing it")
     storage = cache / store.repo_folder(repo_id)
     blob = storage / "blobs" / etag

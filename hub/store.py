@@ -76,6 +76,15 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PB"
 
 
+def is_commit_id(text: str) -> bool:
+    return bool(_HEX40.match(text))
+
+
+def is_blob_name(text: str) -> bool:
+    """A sha256 (LFS) or git sha1: the only names hearth writes under blobs/."""
+    return bool(_HEX64.match(text) or _HEX40.match(text))
+
+
 def repo_folder(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
