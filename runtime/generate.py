@@ -37,6 +37,7 @@ class GenRequest:
     key: Any = None
     reuse_prefix: bool = False  # keep this sequence's KV for the next call (n == 1)
     confidence_top_k: int = 0  # >0: record each token's top-k logprob confidence
+    ignore_eog: bool = False  # benchmarks: generate max_tokens even past end-of-generation
 
     def kv_cells(self) -> int:
         """KV cells this request can occupy at most: the shared prompt + the live samples' tokens
@@ -331,7 +332,7 @@ class Generator:
             sample.first_token_at = time.perf_counter()
         if sample.request.confidence_top_k:
             self._record_confidence(sample, token, row)
-        if model.is_eog(token):
+        if model.is_eog(token) and not sample.request.ignore_eog:
             self._finish(sample, "stop")
             return
         sample.tokens.append(token)

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Benchmark reasoning mode on GSM8K (train split, read from ../shared; never copied here).
+
+For each model, on the first N problems, side by side:
+  greedy (K=1, temp 0) · K=8 majority · K=8 weighted (same K=8 samples, other vote) · adaptive
+with accuracy, total generated tokens and wall time for each; and hearth's K-sequence decode
+throughput next to llama.cpp's own batched decode ceiling (../shared/tools/llama_batched_ceiling.py,
+same model, same threads, same K, same short prompt, run as a subprocess right after).
+
+usage: python scripts/bench_reasoning.py [qwen default gemma PATH ...] [-n 50] [-k 8] [--max-tokens 320] [--threads 2] [--json]
+Run it alone: another llama.cpp process on the same 2 cores ruins both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import model_path as base_model_path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+CEILING = ROOT.parent / "shared" / "tools" / "llama_batched_ceiling.py"
+CEILING_PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def model_path(name: str) -> str:
+    if name == "qwen":
+        from assemble_qwen import assemble
+
+        return str(assemble())
+    return base_model_path(name)
+
+
+def load_problems(n: int) -> list[tuple[str, str]]:
+    problems = []
+    with open(GSM8K, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            gold = row["answer"].split("####")[-1].strip().replace(",", "")
+            problems.append((row["question"], gold))
+            if len(problems) == n:
+                break
+    return problems
+
+
+def same_number(answer: str | None, gold: str) -> bool:
+    if answer is None:
+        return False
+    try:
+        return abs(float(answer) - float(gold)) < 1e-6
+    except ValueError:
+        return answer == gold
+
+
+def run_modes(path: str, problems, k: int, max_tokens: int, threads: int) -> dict:
+    from hearth.runtime.engine import ContextConfig, Engine
+    from hearth.runtime.generate import Generator
+    from hearth.runtime.gguf_file import read_gguf
+    from hearth.runtime.prompts import reasoning_prompt
+    from hearth.runtime.reasoning import ReasoningConfig, reason
+    from hearth.runtime.sampling import SamplingParams
+    from hearth.runtime.templates import build_prompt
+    from hearth.runtime.voting import SampleResult, vote
+
+    info = read_gguf(path)
+    sampled = SamplingParams(temperature=0.7, top_p=0.95, top_k=40, min_p=0.0)
+    greedy = SamplingParams(temperature=0.0)
+    config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads)
+    modes = {name: {"correct": 0, "tokens": 0, "wall_s": 0.0} for name in ("greedy", "k_majority", "k_weighted", "adaptive")}
+    decode = {"rows": 0, "seconds": 0.0}
+    with Engine(path, config) as engine:
+        model = engine.model
+        for seed, (question, gold) in enumerate(problems):
+            text = build_prompt(info.chat_template, [{"role": "user", "content": reasoning_prompt(question, "number")}],
+                                model.bos_text, model.eos_text, model.add_bos).text
+            tokens = engine.tokenize(text)
+            runs = {
+                "greedy": (greedy, ReasoningConfig(k=1, answer="number", adaptive=False)),
+                "fixed": (sampled, ReasoningConfig(k=k, answer="number", adaptive=False, vote="majority")),
+                "adaptive": (sampled, ReasoningConfig(k=k, answer="number", adaptive=True)),
+            }
+            for name, (params, cfg) in runs.items():
+                generator = Generator(engine)
+                params = SamplingParams(**{**params.__dict__, "seed": 1000 * seed + 1})
+                result = reason(generator, tokens, params, max_tokens, cfg)
+                if name == "fixed":
+                    decode["rows"] += generator.stats.decode_rows
+                    decode["seconds"] += generator.stats.decode_s
+                    weighted = vote([SampleResult(s.text, s.answer, s.weight, s.tokens) for s in result.samples], "weighted")
+                    targets = {"k_majority": result.answer, "k_weighted": weighted.answer}
+                else:
+                    targets = {name: result.answer}
+                for mode, answer in targets.items():
+                    modes[mode]["correct"] += same_number(answer, gold)
+                    modes[mode]["tokens"] += result.tokens_total
+                    modes[mode]["wall_s"] += result.wall_s
+    n = len(problems)
+    for row in modes.values():
+        row["accuracy"] = round(100 * row["correct"] / n, 1)
+        row["wall_s"] = round(row["wall_s"], 1)
+    modes["k_decode_tok_s"] = round(decode["rows"] / decode["seconds"], 1) if decode["seconds"] else 0.0
+    return modes
+
+
+def hearth_throughput(path: str, k: int, n_new: int, threads: int) -> float:
+    """hearth's aggregate decode tok/s with K sequences on the ceiling script's own prompt."""
+    from hearth.runtime.engine import ContextConfig, Engine
+    from hearth.runtime.generate import GenRequest, Generator
+    from hearth.runtime.sampling import SamplingParams
+
+    config = ContextConfig(n_ctx=64 + k * (n_new + 16), n_seq_max=k, n_threads=threads, n_threads_batch=threads)
+    with Engine(path, config) as engine:
+        tokens = engine.tokenize(CEILING_PROMPT)
+        generator = Generator(engine)
+        params = SamplingParams(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0, seed=1234)
+        generator.run([GenRequest(tokens, params, n_new, n=k, ignore_eog=True)])
+        return generator.stats.decode_rows / generator.stats.decode_s
+
+
+def ceiling(path: str, k: int, n_new: int, threads: int) -> dict:
+    done = subprocess.run([sys.executable, str(CEILING), path, "--ks", f"1,{k}", "--tokens", str(n_new),
+                           "--threads", str(threads), "--json"], capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return {r["k"]: r["aggregate_tok_s"] for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("models", nargs="*", default=["qwen", "default"])
+    ap.add_argument("-n", "--problems", type=int, default=50)
+    ap.add_argument("-k", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=320)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=64, help="tokens per sequence in the throughput comparison")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from hearth.runtime.engine import set_llama_logging
+
+    set_llama_logging(False)
+    problems = load_problems(args.problems)
+    report = []
+    for name in args.models:
+        path = model_path(name)
+        started = time.perf_counter()
+        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads)
+        ours = hearth_throughput(path, args.k, args.tokens, args.threads)
+        theirs = ceiling(path, args.k, args.tokens, args.threads)
+        report.append({"model": Path(path).name, "problems": len(problems), "k": args.k, **modes,
+                       "hearth_k_tok_s": round(ours, 1), "llama_cpp_k_tok_s": theirs.get(args.k),
+                       "llama_cpp_1_tok_s": theirs.get(1),
+                       "throughput_vs_ceiling": round(ours / theirs[args.k], 3),
+                       "bench_s": round(time.perf_counter() - started, 1)})
+        print(json.dumps(report[-1]), file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for r in report:
+        print(f"\n{r['model']} — GSM8K train first {r['problems']}, K={r['k']}")
+        print(f"  {'mode':12}{'accuracy %':>12}{'tokens':>10}{'wall s':>10}")
+        for mode in ("greedy", "k_majority", "k_weighted", "adaptive"):
+            row = r[mode]
+            print(f"  {mode:12}{row['accuracy']:>12}{row['tokens']:>10}{row['wall_s']:>10}")
+        adaptive_share = r["adaptive"]["tokens"] / max(1, r["k_majority"]["tokens"])
+        print(f"  adaptive tokens / K={r['k']} tokens: {adaptive_share:.2f}")
+        print(f"  K={r['k']} decode: hearth {r['hearth_k_tok_s']} tok/s, llama.cpp {r['llama_cpp_k_tok_s']} tok/s "
+              f"(K=1: {r['llama_cpp_1_tok_s']}), ratio {r['throughput_vs_ceiling']}")
+
+
+if __name__ == "__main__":
+    main()
