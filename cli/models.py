@@ -72,13 +72,29 @@ def pull(
         out.warn(result.note)
     elif not result.downloaded_bytes:
         out.info(f"{result.reference} is already here")
+    plan_line = _fit_summary(result)
     if json_out:
-        out.emit_json(pull_record(result))
+        out.emit_json({**pull_record(result), "plan": plan_line})
         return
+    out.info(f"plan: {plan_line}")
     pairs = [("model", result.reference), ("quant", result.quant or "-"), ("commit", result.commit),
              ("size", out.human_bytes(result.size)), ("downloaded", out.human_bytes(result.downloaded_bytes))]
     pairs += [("file", f.path) for f in result.files]
     out.key_values(pairs)
+
+
+def _fit_summary(result) -> str:
+    """What the fit planner says about the pulled file, from its real header."""
+    from ..runtime.gguf_file import read_gguf
+    from ..runtime.hardware import detect_hardware
+    from ..runtime.plan import fit_plan, format_gib
+
+    try:
+        plan = fit_plan(read_gguf(result.files[0].path), detect_hardware())
+    except HearthError as exc:
+        return f"does not fit as is: {exc.message}"
+    return (f"fits: context {plan.n_ctx}, {plan.n_threads} threads, {plan.n_gpu_layers} GPU layers, "
+            f"{format_gib(plan.total_bytes)} of {format_gib(plan.available_bytes)} available")
 
 
 def pull_record(result) -> dict:

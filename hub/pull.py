@@ -89,9 +89,13 @@ def check_free_space(needed_bytes: int, free_bytes: int, where: Path) -> None:
 
 
 def memory_budget_bytes() -> int:
-    import psutil
+    """Memory a model may use, as the fit planner sees this machine: available RAM (container
+    limits included) plus free GPU memory when this llama.cpp build can offload to it."""
+    from ..runtime.hardware import detect_hardware
 
-    return int(psutil.virtual_memory().available)
+    hw = detect_hardware()
+    gpu_free = sum(g.memory_free_bytes or 0 for g in hw.gpus) if hw.gpu_offload else 0
+    return int(hw.ram_available_bytes + gpu_free)
 
 
 def free_bytes(path: Path) -> int:
