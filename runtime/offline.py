@@ -152,6 +152,14 @@ class OfflineModel:
             if part is not None:
                 part.close()
 
+    @property
+    def add_bos(self) -> bool:
+        return bool(_llama().llama_vocab_get_add_bos(self._model.vocab))
+
+    @property
+    def bos_id(self) -> int:
+        return int(_llama().llama_vocab_bos(self._model.vocab))
+
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         lib = _llama()
         data = text.encode("utf-8")
@@ -227,7 +235,7 @@ _TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 
 def quantize_gguf(src: str | Path, dst: str | Path, type_name: str, threads: int = 2,
-                  imatrix: dict[str, "object"] | None = None,
+                  imatrix: dict[str, "object"] | None = None, allow_requantize: bool = False,
                   on_progress: Callable[[QuantizeProgress], None] | None = None) -> None:
     """llama_model_quantize(src -> dst). `imatrix`: tensor name -> float32 importance array."""
     lib = _llama()
@@ -237,6 +245,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, type_name: str, threads: int
     params = lib.llama_model_quantize_default_params()
     params.nthread = threads
     params.ftype = ftype
+    params.allow_requantize = allow_requantize
     keep_alive = _attach_imatrix(lib, params, imatrix) if imatrix else None
 
     def on_log(level: int, text: bytes) -> None:

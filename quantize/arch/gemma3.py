@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from ..convert import ArchConverter, register_arch
+from ..convert import register_arch
+from . import ArchConverter
 from ...errors import ConversionError
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-from ..convert import ArchConverter, register_arch
+from ..convert import register_arch
+from . import ArchConverter
 
 
 @register_arch("LlamaForCausalLM")

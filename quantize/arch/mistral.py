@@ -6,7 +6,8 @@ window only matters beyond 4096 tokens of context.
 
 from __future__ import annotations
 
-from ..convert import ArchConverter, register_arch
+from ..convert import register_arch
+from . import ArchConverter
 
 
 @register_arch("MistralForCausalLM")

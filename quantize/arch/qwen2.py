@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..convert import ArchConverter, register_arch
+from ..convert import register_arch
+from . import ArchConverter
 
 
 @register_arch("Qwen2ForCausalLM")
