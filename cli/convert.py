@@ -138,10 +138,16 @@ def quantize(
 
 
 def _model_path(ref: str) -> Path:
+    """A path, or a registered name: bare NAME means its most precise file (the quantization source)."""
     path = Path(ref).expanduser()
     if path.exists() or ref.endswith(".gguf"):
         return path
+    from ..quantize import registry
     from ..runtime.models import resolve_model
+
+    entry = registry.most_precise(ref) if ":" not in ref else None
+    if entry is not None and Path(entry.path).is_file():
+        return Path(entry.path)
 
     return resolve_model(ref).path
 

@@ -75,6 +75,14 @@ def lookup(ref: str) -> RegisteredModel | None:
     return max(matches, key=lambda m: m.created) if matches else None
 
 
+def most_precise(name: str) -> RegisteredModel | None:
+    """The registered file of NAME best suited as a quantization source (highest precision)."""
+    from .quantize import QUANT_BITS
+
+    matches = [m for m in list_registered() if _same(m, name, None)]
+    return max(matches, key=lambda m: (QUANT_BITS.get(m.quant, 0.0), m.created)) if matches else None
+
+
 def resolve_reference(ref: str):
     """Hook for runtime.models: a registered name -> ResolvedModel, or None when unknown."""
     from ..runtime.models import ResolvedModel
