@@ -30,7 +30,7 @@ def f16_model(tmp_path_factory, default_model_path):
     root = tmp_path_factory.mktemp("quant")
     tok = smollm_tokenizer(default_model_path, root / "tok")
     build_checkpoint("llama", tok, root / "tiny", hidden=256, ff=512, layers=2, initializer_range=0.06)
-    return convert_checkpoint(root / "tiny", root / "tiny-F16.gguf", "f16").path
+    return convert_checkpoint(root / "tiny", root / "tiny.gguf", "f16").path
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,14 @@ def test_already_quantized_below_target_is_refused(default_model_path, tmp_path)
 
 
 def test_unknown_type_and_existing_output_are_refused(f16_model, quantized):
-    with pytest.raises(UsageError, match="Q4_K_M"):
+    with pytest.raises(UsageError, match="unknown quant type") as refused:
         quantize_file(f16_model, "Q4_K_X")
+    assert all(q in refused.value.hint for q in TYPES)
     with pytest.raises(UsageError, match="already exists"):
         quantize_file(f16_model, "Q8_0", f16_model.with_name("tiny-Q8_0.gguf"))
 
 
-def test_imatrix_is_used(f16_model, tmp_path):
+def test_imatrix_is_used(f16_model, quantized, tmp_path):
     import gguf
 
     # an importance matrix as llama-imatrix writes it: NAME.in_sum2 and NAME.counts per matrix
@@ -107,7 +108,7 @@ def test_imatrix_is_used(f16_model, tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    plain = quantize_file(f16_model, "IQ4_XS", tmp_path / "plain.gguf")
+    plain = quantized[0]["IQ4_XS"]
     weighted = quantize_file(f16_model, "IQ4_XS", tmp_path / "weighted.gguf", imatrix_path=tmp_path / "imatrix.gguf")
     assert plain.path.read_bytes() != weighted.path.read_bytes()
     with OfflineModel(weighted.path, n_ctx=32) as model:
