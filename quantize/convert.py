@@ -437,7 +437,8 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
         os.replace(tmp, out_path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        # numpy reports a short write ("N requested and M written") without an errno
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "requested and" in str(exc):
             raise DiskSpaceError(f"the disk filled up while writing {out_path.name}; nothing was left behind",
                                  hint="free some space or write elsewhere with -o") from None
         raise ConversionError(f"cannot write {out_path}: {exc.strerror or exc}") from None

@@ -94,7 +94,7 @@ class ArchConverter:
     def expected_shape(self, name: str) -> tuple[int, ...] | None:
         c = self.config
         q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
-        base = name.split(".", 2)[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
+        base = name.split(".")[2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
         weight = name.endswith(".weight")
         table = {
             "token_embd": (c.vocab_size, c.hidden), "output": (c.vocab_size, c.hidden),
