@@ -100,6 +100,8 @@ def byte_level_bpe(tok_json: dict) -> Vocabulary:
     tokens = [id_to_token.get(i, f"[PAD{i}]") for i in range(size)]
     types = [NORMAL if i in id_to_token else UNUSED for i in range(size)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise ConversionError("tokenizer.json has a BPE vocabulary without merges; llama.cpp cannot load that")
     return Vocabulary("gpt2", tokens, types, pre=pre_tokenizer_name(tok_json.get("pre_tokenizer")), merges=merges)
 
 

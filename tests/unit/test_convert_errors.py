@@ -21,11 +21,11 @@ from hearth.errors import ConversionError, DiskSpaceError, UsageError  # noqa: E
 from hearth.quantize.convert import convert_checkpoint, plan_conversion  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
 
-HIDDEN, FF, VOCAB = 32, 64, 256
+HIDDEN, FF, VOCAB = 32, 64, 258
 
 
 def byte_symbols() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 byte values."""
+    """GPT-2's printable stand-ins for the 256 byte values (space is "\u0120")."""
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     extra = [b for b in range(256) if b not in printable]
     mapping = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(extra)}
@@ -38,7 +38,9 @@ def write_checkpoint(folder: Path, arch: str = "LlamaForCausalLM", shapes: dict 
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
               "max_position_embeddings": 128, "rope_theta": 10000.0}
     (folder / "config.json").write_text(json.dumps(config))
-    tokenizer = {"model": {"type": "BPE", "vocab": {s: i for i, s in enumerate(byte_symbols())}, "merges": []},
+    symbols = byte_symbols() + ["\u0120t", "he"]  # "Ġt" (space + t) and "he", made by the two merges
+    tokenizer = {"model": {"type": "BPE", "vocab": {s: i for i, s in enumerate(symbols)},
+                           "merges": ["\u0120 t", "h e"]},
                  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
                  "added_tokens": []}
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
