@@ -3,8 +3,9 @@
 The driver reads `config.json`, picks the architecture module registered for its
 `architectures[0]`, builds the vocabulary (`tokenizer.py`), plans every output tensor (name,
 shape, type) from the safetensors headers alone, then streams: each tensor is read from a
-memory-mapped shard, transformed, written, and its pages are released before the next one.
-Peak memory is about the largest tensor (twice, when it is converted) plus a constant.
+memory-mapped shard in row blocks of a few MB, converted, written, and the blocks' pages are
+dropped from the process before the next. Peak memory is the vocabulary plus a few blocks;
+only tensors that need a whole-tensor transform (Q/K permutation, norms) are held entire.
 
 Architecture modules (`arch/*.py`, base class in `arch/__init__.py`) register themselves with `@register_arch(...)`; they are
 imported lazily through `_ARCH_MODULES`, so converting a Qwen model never imports the others.
@@ -276,13 +277,16 @@ class ShardReader:
         return raw.reshape(tensor.shape)
 
     def release(self, tensor: SourceTensor) -> None:
-        """Drop the tensor's mapped pages from this process (they stay in the page cache)."""
-        buf = self._maps.get(tensor.path, (None, None))[1]
+        self.release_range(tensor.path, tensor.start, tensor.n_bytes)
+
+    def release_range(self, path: Path, start: int, n_bytes: int) -> None:
+        """Drop mapped pages from this process's memory (they stay in the page cache)."""
+        buf = self._maps.get(path, (None, None))[1]
         if buf is None or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        start = tensor.start - tensor.start % mmap.PAGESIZE
+        first = start - start % mmap.PAGESIZE
         try:
-            buf.madvise(mmap.MADV_DONTNEED, start, tensor.start + tensor.n_bytes - start)
+            buf.madvise(mmap.MADV_DONTNEED, first, start + n_bytes - first)
         except (OSError, ValueError):
             pass
 
@@ -461,6 +465,12 @@ _FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 
 def _write_gguf(plan: ConversionPlan, path: Path, outtype: str, model_name: str,
                 on_progress: ProgressFn | None) -> None:
+    """Header, metadata and tensor index through gguf's writer; tensor data streamed by us.
+
+    gguf.GGUFWriter wants each tensor as one array; writing row blocks instead keeps only a
+    few MB of converted data alive, whatever the tensor size. The layout is the GGUF one:
+    data section aligned, each tensor padded to the alignment, in tensor-index order.
+    """
     import gguf
     import numpy as np
 
@@ -481,37 +491,62 @@ def _write_gguf(plan: ConversionPlan, path: Path, outtype: str, model_name: str,
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        fout, align = writer.fout[0], writer.data_alignment
+        _pad_to(fout, align)
         done = 0
         for t in plan.tensors:
-            data = extras[t.name] if t.source is None else _converted(reader, t, plan.converter)
-            writer.write_tensor_data(data)
-            del data
-            if t.source is not None:
-                reader.release(t.source)
-            done += t.n_bytes
-            if on_progress:
-                on_progress(t.name, done, plan.n_bytes)
-        writer.fout[0].flush()
-        os.fsync(writer.fout[0].fileno())
+            blocks = [extras[t.name]] if t.source is None else _converted_blocks(reader, t, plan.converter)
+            written = 0
+            for block in blocks:
+                fout.write(block)
+                written += len(block) if isinstance(block, memoryview) else block.nbytes
+                done += len(block) if isinstance(block, memoryview) else block.nbytes
+                if on_progress:
+                    on_progress(t.name, done, plan.n_bytes)
+            if written != t.n_bytes:
+                raise ConversionError(f"internal error: {t.name} wrote {written} bytes, planned {t.n_bytes}")
+            _pad_to(fout, align)
+        fout.flush()
+        os.fsync(fout.fileno())
     finally:
         writer.close()
         reader.close()
 
 
-def _converted(reader: ShardReader, t: PlannedTensor, converter):
+def _pad_to(fout, align: int) -> None:
+    fout.write(b"\0" * (-fout.tell() % align))
+
+
+_BLOCK_BYTES = 8 << 20  # source bytes converted at a time
+_SAME_TYPE = {("F32", "F32"), ("F16", "F16"), ("BF16", "BF16")}
+
+
+def _converted_blocks(reader: ShardReader, t: PlannedTensor, converter):
+    """The tensor's output bytes, in row blocks; source pages are dropped as each block is done."""
     import gguf
     import numpy as np
 
     source = t.source
     raw = reader.array(source)
-    same = {("F32", "F32"), ("F16", "F16"), ("BF16", "BF16")}
-    if not t.transform and (source.dtype, t.ggml_type) in same:
-        return raw  # straight from the page cache to the file
-    data = as_float32(raw, source.dtype)
-    if t.transform:
-        data = converter.transform(t.name, data)
-    if t.ggml_type == "F32":
+    if t.transform:  # Q/K permutation and norm offsets need the whole tensor; both are small
+        yield _encode(converter.transform(t.name, as_float32(raw, source.dtype)), t.ggml_type, gguf, np)
+        reader.release(source)
+        return
+    rows = raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
+    row_bytes = rows.shape[1] * rows.itemsize
+    step = max(1, _BLOCK_BYTES // row_bytes)
+    for first in range(0, rows.shape[0], step):
+        block = rows[first:first + step]
+        if (source.dtype, t.ggml_type) in _SAME_TYPE:
+            yield memoryview(np.ascontiguousarray(block)).cast("B")  # straight from the page cache
+        else:
+            yield _encode(as_float32(block, source.dtype), t.ggml_type, gguf, np)
+        reader.release_range(source.path, source.start + first * row_bytes, len(block) * row_bytes)
+
+
+def _encode(data, ggml_type: str, gguf, np):
+    if ggml_type == "F32":
         return np.ascontiguousarray(data, dtype=np.float32)
-    if t.ggml_type == "F16":
+    if ggml_type == "F16":
         return data.astype(np.float16)
-    return gguf.quants.quantize(np.ascontiguousarray(data), gguf.GGMLQuantizationType[t.ggml_type])
+    return gguf.quants.quantize(np.ascontiguousarray(data), gguf.GGMLQuantizationType[ggml_type])
