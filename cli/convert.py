@@ -1,0 +1,194 @@
+"""`hearth convert`, `hearth quantize`, `hearth quality`: checkpoints to GGUF, smaller, measured."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import _output
+from ._options import Json, Threads
+from .app import command
+
+Force = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output file.")]
+
+
+@command("convert")
+def convert(
+    src: Annotated[str, typer.Argument(help="A local model folder, or a hub repo id (OWNER/REPO).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .gguf (default: under HEARTH_HOME, registered).")] = None,
+    outtype: Annotated[str, typer.Option("--outtype", help="Tensor type: f32, f16, bf16 or q8_0.")] = "f16",
+    quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Also quantize to this type (e.g. Q4_K_M) in one step.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name to register (default: the folder/repo name).")] = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Register the result for `hearth run -m NAME`.")] = True,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit).")] = None,
+    threads: Threads = None,
+    force: Force = False,
+    json_out: Json = False,
+) -> None:
+    """Convert a Hugging Face checkpoint (safetensors) to GGUF.
+
+    Reads one tensor at a time from memory-mapped safetensors, so memory stays near the largest
+    tensor whatever the model size. The result is written to a temp file and renamed.
+
+    Examples:
+
+      hearth convert ./SmolLM2-135M                      # -> F16 GGUF, registered as SmolLM2-135M
+
+      hearth convert Qwen/Qwen2.5-0.5B -q Q4_K_M         # download, convert, quantize
+
+      hearth convert ./my-llama -o my-llama-f32.gguf --outtype f32 --no-register
+    """
+    from ..quantize import registry
+    from ..quantize.convert import convert_checkpoint, resolve_source
+    from ..quantize.quantize import normalize_type
+
+    target = normalize_type(quant) if quant else outtype.upper()
+    folder = resolve_source(src, revision)
+    model_name = name or (src.rstrip("/").split("/")[-1] if not Path(src).exists() else folder.resolve().name)
+    out = output or registry.models_dir(model_name) / f"{registry.safe_name(model_name)}-{target}.gguf"
+    if out.exists() and not force:
+        from ..errors import UsageError
+
+        raise UsageError(f"{out} already exists", hint="pass --force to replace it")
+    stage = out if not quant else Path(tempfile.mkdtemp(prefix=".hearth-convert-", dir=out.parent if out.parent.exists() else None)) / "stage.gguf"
+    try:
+        with _output.progress("bytes", enabled=not json_out) as bar:
+            task = bar.add_task(f"convert {model_name}", total=None)
+            result = convert_checkpoint(folder, stage, outtype, model_name,
+                                        lambda tensor, done, total: bar.update(task, completed=done, total=total))
+        if quant:
+            qres = _quantize(stage, quant, out, threads, None, True, json_out)
+            size = qres.output_bytes
+        else:
+            size = result.n_bytes
+    finally:
+        if quant:
+            stage.unlink(missing_ok=True)
+            stage.parent.rmdir()
+    entry = registry.register(model_name, target, out, src) if register else None
+    report = {"path": str(out), "name": model_name, "architecture": result.architecture, "gguf_arch": result.gguf_arch,
+              "type": target, "tensors": result.n_tensors, "params": result.n_params, "bytes": size,
+              "registered": entry is not None}
+    if json_out:
+        _output.emit_json(report)
+        return
+    _output.key_values([("path", out), ("architecture", f"{result.architecture} -> {result.gguf_arch}"),
+                        ("type", target), ("params", f"{result.n_params:,}"), ("size", _output.human_bytes(size))])
+    if entry:
+        _output.info(f"registered: hearth run -m {model_name}")
+
+
+def _quantize(src: Path, quant: str, out: Path, threads, imatrix, force: bool, json_out: bool):
+    from ..quantize.quantize import quantize_file
+
+    with _output.progress("items", enabled=not json_out) as bar:
+        task = bar.add_task(f"quantize {quant}", total=None, rate="")
+
+        def step(p):
+            bar.update(task, completed=p.done, total=p.total, rate=p.tensor)
+
+        return quantize_file(src, quant, out, threads, imatrix, force, step)
+
+
+@command("quantize")
+def quantize(
+    model: Annotated[str, typer.Argument(help="Input GGUF (F32/F16/BF16 best), or a registered name.")],
+    quant: Annotated[str, typer.Argument(help="Target: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, IQ4_XS, ...")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .gguf (default: beside the input).")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="Importance matrix from llama-imatrix (GGUF or .dat).")] = None,
+    threads: Threads = None,
+    force: Force = False,
+    json_out: Json = False,
+) -> None:
+    """Quantize a GGUF with llama.cpp's quantizer.
+
+    Refuses unknown types (and lists the valid ones), an existing output without --force, and an
+    input already quantized at or below the target.
+
+    Examples:
+
+      hearth quantize model-F16.gguf Q4_K_M              # -> model-Q4_K_M.gguf
+
+      hearth quantize SmolLM2-135M Q8_0                  # a registered name works too
+
+      hearth quantize model-F16.gguf IQ4_XS --imatrix imatrix.gguf -o small.gguf
+    """
+    from ..quantize import registry
+
+    src = _model_path(model)
+    result = _quantize(src, quant, output, threads, imatrix, force, json_out)
+    entry = registry.entry_for_file(src)
+    if entry is not None:
+        registry.register(entry.name, result.quant, result.path, entry.source)
+    report = {"path": str(result.path), "type": result.quant, "input_type": result.input_type,
+              "input_bytes": result.input_bytes, "output_bytes": result.output_bytes,
+              "seconds": round(result.seconds, 2), "requantized": result.requantized}
+    if json_out:
+        _output.emit_json(report)
+        return
+    if result.requantized:
+        _output.warn(f"the input was already {result.input_type}: its quantization error adds to {result.quant}'s")
+    _output.key_values([("path", result.path), ("type", f"{result.input_type} -> {result.quant}"),
+                        ("size", f"{_output.human_bytes(result.input_bytes)} -> {_output.human_bytes(result.output_bytes)}"),
+                        ("time", f"{result.seconds:.1f} s")])
+
+
+def _model_path(ref: str) -> Path:
+    """A path, or a registered name: bare NAME means its most precise file (the quantization source)."""
+    path = Path(ref).expanduser()
+    if path.exists() or ref.endswith(".gguf"):
+        return path
+    from ..quantize import registry
+    from ..runtime.models import resolve_model
+
+    entry = registry.most_precise(ref) if ":" not in ref else None
+    if entry is not None and Path(entry.path).is_file():
+        return Path(entry.path)
+
+    return resolve_model(ref).path
+
+
+@command("quality")
+def quality(
+    reference: Annotated[str, typer.Argument(help="Reference GGUF (e.g. the F16 conversion).")],
+    candidate: Annotated[str, typer.Argument(help="Candidate GGUF (e.g. its Q4_K_M).")],
+    text: Annotated[Optional[Path], typer.Option("--text", help="Evaluation text (default: the prose shipped with hearth).")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", "-c", min=16, help="Tokens per evaluation chunk; the second half of each is scored.")] = 512,
+    chunks: Annotated[Optional[int], typer.Option("--chunks", min=1, help="Score at most this many chunks.")] = None,
+    threads: Threads = None,
+    json_out: Json = False,
+) -> None:
+    """Measure what a quantization costs: perplexity, KL divergence, top-1 agreement.
+
+    Both models read the same text; the report gives each perplexity, the mean and 99th
+    percentile KL divergence of the candidate's next-token distribution from the reference's,
+    and how often their most likely tokens agree (the figures of llama-perplexity --kl-divergence).
+
+    Examples:
+
+      hearth quality model-F16.gguf model-Q4_K_M.gguf
+
+      hearth quality model-F16.gguf model-Q8_0.gguf --text book.txt --ctx 1024 --json
+    """
+    from ..quantize.quality import evaluate_quality, read_text
+
+    body = read_text(text)
+    with _output.progress("items", enabled=not json_out) as bar:
+        task = bar.add_task("evaluate", total=None, rate="")
+        report = evaluate_quality(_model_path(reference), _model_path(candidate), body, ctx,
+                                  threads or max(1, os.cpu_count() or 1), chunks,
+                                  lambda done, total: bar.update(task, completed=done, total=total))
+    if json_out:
+        _output.emit_json(report.as_dict())
+        return
+    _output.key_values([
+        ("tokens scored", f"{report.tokens_scored} ({report.chunks} chunks of {report.ctx})"),
+        ("perplexity", f"{report.ppl_reference:.4f} (reference)  {report.ppl_candidate:.4f} (candidate)  "
+                       f"ratio {report.ppl_ratio:.4f}"),
+        ("KL divergence", f"mean {report.kld_mean:.6f}  p99 {report.kld_p99:.6f}  max {report.kld_max:.6f}"),
+        ("top-1 agreement", f"{100 * report.top1_agreement:.2f} %"),
+    ])

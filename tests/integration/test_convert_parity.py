@@ -1,0 +1,208 @@
+"""Conversion parity: tiny random checkpoints of every supported architecture, built here with
+transformers (CPU torch), converted to F32 GGUF, run through llama.cpp and through transformers
+on the same token ids.
+
+Bounds held: top-1 agreement 100%, and max |logit difference| <= 1e-3 x max |HF logit|
+(measured: ~1e-6 relative for most archs; ~3e-4 for Gemma 3, whose GELU ggml evaluates from an
+F16 table). Token ids of a multilingual string (emoji, code, whitespace runs) must equal the HF
+tokenizer's exactly, with and without special tokens.
+
+Tokenizers are real: the byte-level BPE vocabulary of SmolLM2 (rebuilt by transformers from the
+embedded GGUF) under each pre-tokenizer llama.cpp knows, and SentencePiece models trained here
+in Llama-2 and Gemma styles.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+spm = pytest.importorskip("sentencepiece")
+pytest.importorskip("google.protobuf", reason="transformers needs protobuf to read tokenizer.model")
+
+from hearth.quantize.convert import convert_checkpoint  # noqa: E402
+from hearth.runtime.gguf_file import read_gguf  # noqa: E402
+from hearth.runtime.offline import OfflineModel  # noqa: E402
+
+MULTILINGUAL = ("Hello  world! Ça va? Grüße aus München — 日本語のテキスト, Русский текст, عربي 🦙🚀👍🏽\n"
+                "\tdef f(x):\n        return x ** 2  # comment 12345\n\n\n   trailing   spaces   ")
+RELATIVE_BOUND = 1e-3
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+
+
+# ---------------------------------------------------------------------------------------------
+# builders (also used by test_quantize.py)
+
+
+def smollm_tokenizer(default_model_path: Path, out: Path) -> Path:
+    """SmolLM2's byte-level BPE tokenizer, rebuilt by transformers from the embedded GGUF."""
+    if not (out / "tokenizer.json").is_file():
+        tok = transformers.AutoTokenizer.from_pretrained(str(default_model_path.parent),
+                                                         gguf_file=default_model_path.name)
+        tok.save_pretrained(out)
+    return out
+
+
+def with_pre_tokenizer(src: Path, out: Path, pre: str) -> Path:
+    """The same vocabulary under another pre-tokenizer (as Llama 3 / Qwen2 / SmolLM ship it)."""
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    data = json.loads((src / "tokenizer.json").read_text())
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    split = lambda rx: {"type": "Split", "pattern": {"Regex": rx}, "behavior": "Isolated", "invert": False}  # noqa: E731
+    data["pre_tokenizer"] = {
+        "gpt-2": {**byte_level, "use_regex": True},
+        "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                                         {**byte_level, "use_regex": True}]},
+        "llama-bpe": {"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level]},
+        "qwen2": {"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level]},
+    }[pre]
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    return out
+
+
+def _training_text() -> list[str]:
+    source = Path(transformers.__file__).parent / "models" / "llama" / "modeling_llama.py"
+    lines = source.read_text().splitlines()
+    lines += ["Hello world, this is a test. Bonjour le monde, ça va très bien. Grüße aus München."] * 20
+    return lines
+
+
+def sentencepiece_tokenizer(out: Path, style: str) -> Path:
+    """A small byte-fallback BPE SentencePiece model, in Llama-2, Phi-3 or Gemma style."""
+    if (out / "tokenizer.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    ids = dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    extra: dict = {}
+    if style == "gemma":
+        ids = dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3)
+        extra = dict(user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], add_dummy_prefix=False)
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_training_text()), model_writer=buf, vocab_size=600, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, split_digits=True, allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2, **ids, **extra)
+    (out / "tokenizer.model").write_bytes(buf.getvalue())
+    cls = "GemmaTokenizer" if style == "gemma" else "LlamaTokenizer"
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls}))
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    if style == "phi3":
+        tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>", "<|assistant|>", "<|end|>", "<|user|>"]})
+    tok.save_pretrained(out)
+    return out
+
+
+def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, ff: int = 128, **extra):
+    common = dict(hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+                  bos_token_id=None, eos_token_id=None, pad_token_id=None, **extra)
+    head_dim = hidden // 4
+    T = transformers
+    return {
+        "llama": lambda: T.LlamaConfig(**common),
+        "mistral": lambda: T.MistralConfig(**common),
+        "qwen2": lambda: T.Qwen2Config(**common),
+        "qwen3": lambda: T.Qwen3Config(**common, head_dim=head_dim),
+        "gemma3": lambda: T.Gemma3TextConfig(**common, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+                                               sliding_window=8,
+                                               layer_types=(["sliding_attention", "full_attention"] * layers)[:layers]),
+        "phi3": lambda: T.Phi3Config(**common),
+    }[arch]()
+
+
+def build_checkpoint(arch: str, tokenizer_dir: Path, out: Path, seed: int = 0, **sizes):
+    """Random weights (norms perturbed too, so the Gemma +1 offset matters), saved as safetensors."""
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(model_config(arch, len(tok), **sizes)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    for name in ("tokenizer.model",):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy(tokenizer_dir / name, out / name)
+    return model, tok
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory, default_model_path):
+    root = tmp_path_factory.mktemp("tokenizers")
+    smol = smollm_tokenizer(default_model_path, root / "smollm-gguf")
+    smol_config = json.loads((smol / "tokenizer_config.json").read_text())
+    smol_config["chat_template"] = CHAT_TEMPLATE
+    (smol / "tokenizer_config.json").write_text(json.dumps(smol_config))
+    (smol / "chat_template.jinja").unlink(missing_ok=True)
+    dirs = {pre: with_pre_tokenizer(smol, root / pre, pre) for pre in ("gpt-2", "smollm", "llama-bpe", "qwen2")}
+    for style in ("llama", "phi3", "gemma"):
+        dirs[f"spm-{style}"] = sentencepiece_tokenizer(root / f"spm-{style}", style)
+    return dirs
+
+
+ARCH_TOKENIZER = {"llama": "llama-bpe", "mistral": "spm-llama", "qwen2": "qwen2", "qwen3": "qwen2",
+                  "gemma3": "spm-gemma", "phi3": "spm-phi3"}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_TOKENIZER))
+def test_f32_conversion_matches_transformers(arch, tokenizers, tmp_path):
+    folder = tmp_path / f"tiny-{arch}"
+    model, tok = build_checkpoint(arch, tokenizers[ARCH_TOKENIZER[arch]], folder)
+    result = convert_checkpoint(folder, tmp_path / "out.gguf", "f32")
+    assert result.architecture == model.config.architectures[0]
+
+    hf_ids = tok(MULTILINGUAL)["input_ids"]
+    with OfflineModel(result.path, n_ctx=128) as llama:
+        assert llama.tokenize(MULTILINGUAL, add_special=True) == hf_ids
+        assert llama.tokenize(MULTILINGUAL, add_special=False) == tok(MULTILINGUAL, add_special_tokens=False)["input_ids"]
+        ids = hf_ids[:48]
+        ours = llama.logits(ids)
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0].float().numpy()
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert np.abs(ours - theirs).max() <= RELATIVE_BOUND * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "smollm", "llama-bpe", "qwen2"])
+def test_byte_level_pre_tokenizers_tokenize_like_transformers(pre, tokenizers, tmp_path):
+    folder = tmp_path / "tiny"
+    _, tok = build_checkpoint("llama", tokenizers[pre], folder, hidden=32, ff=64, layers=1)
+    result = convert_checkpoint(folder, tmp_path / "out.gguf", "f16")
+    info = read_gguf(result.path)
+    assert info.metadata["tokenizer.ggml.pre"] == pre
+    assert info.chat_template == CHAT_TEMPLATE
+    assert info.metadata["tokenizer.ggml.eos_token_id"] == tok.convert_tokens_to_ids("<|im_end|>")
+    with OfflineModel(result.path, vocab_only=True) as llama:
+        for text in (MULTILINGUAL, "3.14159 and 1234567 apples", "<|im_start|>user\nhi<|im_end|>"):
+            ours = llama.tokenize(text, add_special=False, parse_special=True)
+            assert ours == tok(text, add_special_tokens=False)["input_ids"], text
+
+
+@pytest.mark.parametrize("outtype,bound", [("f16", 2e-2), ("bf16", 5e-2), ("q8_0", 5e-2)])
+def test_other_outtypes_stay_close(outtype, bound, tokenizers, tmp_path):
+    folder = tmp_path / "tiny"
+    model, tok = build_checkpoint("qwen3", tokenizers["qwen2"], folder)
+    result = convert_checkpoint(folder, tmp_path / "out.gguf", outtype)
+    kinds = {t.type_name for t in read_gguf(result.path).tensors}
+    assert kinds == {"F32", outtype.upper()}  # 1-D tensors stay F32
+    ids = tok(MULTILINGUAL)["input_ids"][:32]
+    with OfflineModel(result.path, n_ctx=64) as llama:
+        ours = llama.logits(ids)
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(ours - theirs).max() <= bound * np.abs(theirs).max()
