@@ -97,3 +97,15 @@ def test_kill_then_resume_gives_every_id_once(tmp_path):
     rows = read_jsonl(dst)
     assert sorted(r["id"] for r in rows) == sorted(ids)  # every id exactly once
     assert all("text" in r for r in rows)
+
+
+def test_line_with_samples_votes(hearth, tmp_path):
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, [{"id": "m", "prompt": "What is 2+3? Answer with a number.", "samples": 3, "max_tokens": 24,
+                       "temperature": 0.7, "seed": 4}])
+    done = hearth("batch", str(src), "-p", "4")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["id"] == "m" and "votes" in row and "answer" in row
+    assert sum(row["votes"].values()) <= 3
+    assert row["usage"]["completion_tokens"] > 0
