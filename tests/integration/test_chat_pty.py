@@ -1,0 +1,185 @@
+"""`hearth chat` driven in a real pseudo-terminal (pexpect) with the embedded default model.
+
+The terminal side is real: prompt_toolkit reads the keys, rich draws the streamed Markdown, and
+the test answers prompt_toolkit's cursor-position requests the way a terminal emulator does (so
+the bottom toolbar with the context meter is drawn). Greedy sampling, a fixed seed and short
+answers keep each session fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+MAIN = "from hearth.cli.app import main; main()"
+CPR_REQUEST = "\x1b[6n"
+# The bottom toolbar: "<model> · USED/CTX tok (P%)"; drawn again each time a new prompt opens.
+TOOLBAR = re.compile(r"embedded\) · (\d+)/(\d+) tok \((\d+)%\)")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
+FAST = ["--temp", "0", "--seed", "1", "-n", "24"]
+
+
+def plain(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+class Chat:
+    """One `hearth chat` in a pty; `say` sends a line and returns what was printed until the next prompt."""
+
+    def __init__(self, *args: str):
+        env = dict(os.environ, TERM="xterm-256color", COLUMNS="120", LINES="40", NO_COLOR="")
+        self.child = pexpect.spawn(sys.executable, ["-c", MAIN, "chat", *args], env=env, encoding="utf-8",
+                                   codec_errors="replace", dimensions=(40, 120), timeout=60)
+        self.meter = self.ready()[0]
+
+    def expect(self, pattern) -> str:
+        """Wait for `pattern`, answering cursor-position requests on the way; return the text before it."""
+        seen = []
+        while True:
+            index = self.child.expect([pattern, re.escape(CPR_REQUEST)])
+            seen.append(self.child.before)
+            if index == 0:
+                return "".join(seen)
+            self.child.send("\x1b[1;1R")
+
+    def ready(self) -> tuple[tuple[int, int], str]:
+        """Wait for a fresh prompt; return the meter (used, ctx) and the plain text before it."""
+        before = self.expect(TOOLBAR)
+        match = self.child.match
+        return (int(match.group(1)), int(match.group(2))), plain(before)
+
+    def say(self, line: str) -> str:
+        self.child.sendline(line)
+        self.meter, text = self.ready()
+        return text
+
+    def close(self) -> int:
+        if self.child.isalive():
+            self.child.sendcontrol("d")
+            self.child.expect(pexpect.EOF)
+        self.child.close()
+        return self.child.exitstatus
+
+
+@pytest.fixture
+def chat_factory():
+    chats = []
+
+    def start(*args: str) -> Chat:
+        chats.append(Chat(*args))
+        return chats[-1]
+
+    yield start
+    for chat in chats:
+        if chat.child.isalive():
+            chat.child.terminate(force=True)
+
+
+def test_stream_undo_regen_commands_and_sessions(chat_factory, isolated_home):
+    chat = chat_factory(*FAST)
+    assert chat.meter[0] == 0 and chat.meter[1] >= 512
+
+    text = chat.say("Hi!")
+    assert "Hello" in text  # the streamed answer (greedy: "Hello! How can I help you today?")
+    after_first = chat.meter[0]
+    assert after_first > 10
+
+    assert "dropped the last exchange" in chat.say("/undo")
+    assert chat.meter[0] == 0
+    assert "nothing to undo" in chat.say("/undo")
+
+    assert chat.say("Name three colors.").strip()
+    regen = chat.say("/regen")
+    assert plain(regen).strip() and "error" not in regen
+    assert re.search(r"turns\s+2\b", chat.say("/show"))  # /regen replaced the answer, not added one
+
+    typo = chat.say("/hepl")
+    assert "unknown command /hepl" in typo and "did you mean /help" in typo
+    shown = chat.say("/load /nonexistent/model.gguf")
+    assert "model file not found" in shown and "still chatting with SmolLM2" in shown
+    assert chat.say("Thanks!").strip()
+
+    assert "saved 4 turns" in chat.say("/save s1")
+    assert "new conversation" in chat.say("/clear") and chat.meter[0] == 0
+    assert "opened s1: 4 turns" in chat.say("/open s1")
+    assert chat.meter[0] > after_first
+    saved = json.loads((isolated_home / "sessions" / "s1.json").read_text())
+    assert [t["role"] for t in saved["turns"]] == ["user", "assistant"] * 2
+    assert [saved["turns"][0]["content"], saved["turns"][2]["content"]] == ["Name three colors.", "Thanks!"]
+
+    (isolated_home / "sessions" / "bad.json").write_text('{"format": "hearth-chat-ses')
+    opened = chat.say("/open bad")
+    assert "not valid JSON" in opened and "unchanged" in opened
+    assert re.search(r"turns\s+4\b", chat.say("/show"))
+
+    # A paste of binary junk (bracketed paste, as a terminal sends it) is refused, not sent.
+    chat.child.send("\x1b[200~\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x10\x11\x12\x13\x14\x15junk\x1b[201~")
+    assert "binary data" in chat.say("")
+    assert re.search(r"turns\s+4\b", chat.say("/show"))
+
+    # A """ block is one message, whatever its lines.
+    chat.child.sendline('"""')
+    chat.child.sendline("Say hello")
+    chat.say('in French."""')
+    assert re.search(r"turns\s+6\b", chat.say("/show"))
+    assert chat.close() == 0
+
+
+def test_ctrl_c_cuts_the_answer_and_the_session_goes_on(chat_factory):
+    chat = chat_factory("--temp", "0", "--seed", "1", "-n", "400")
+    chat.child.sendline("Count from 1 to 300, one number per line.")
+    chat.child.expect(r"\d+\s+\d+")  # the answer is streaming
+    chat.child.sendintr()
+    chat.meter, cut = chat.ready()
+    assert "answer cut" in cut
+    assert chat.meter[0] > 20
+    assert re.search(r"turns\s+2\b", chat.say("/show"))
+    assert chat.say("/set max-tokens 16") and chat.say("Thanks, that is enough.").strip()
+    assert re.search(r"turns\s+4\b", chat.say("/show"))
+    # Ctrl-C at an empty prompt leaves cleanly.
+    chat.child.sendintr()
+    chat.child.expect(pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 0
+
+
+def test_small_context_drops_old_turns_and_keeps_going(chat_factory):
+    chat = chat_factory("--ctx", "256", *FAST)
+    assert chat.meter[1] == 256
+    long_message = "Here is some background about my garden, my tomatoes and my roses. " * 4
+    notices = ""
+    for i in range(6):
+        notices += chat.say(f"{i}: {long_message} What should I plant next?")
+        assert chat.meter[0] <= 256
+    assert "dropped the" in notices and "oldest turns" in notices
+    assert "error" not in notices
+    shown = chat.say("/show")
+    assert "dropped from the window" in shown
+    # A single message larger than the whole window is refused with a clear message, and
+    # nothing is dropped for it.
+    before = chat.meter
+    refused = chat.say("tomato " * 400)
+    assert "tokens over" in refused and chat.meter == before
+    assert shown.split("turns", 1)[1].split("\n", 1)[0] == chat.say("/show").split("turns", 1)[1].split("\n", 1)[0]
+    assert chat.say("Short question: what is a rose?").strip()
+    assert chat.close() == 0
+
+
+def test_piped_stdin_answers_on_stdout(isolated_home):
+    script = 'Hi!\n/foo\n"""\nTwo lines\nof text\n"""\n\x00\x01\x02\x03binary\n/save piped\n'
+    result = subprocess.run([sys.executable, "-c", MAIN, "chat", *FAST], input=script.encode(),
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert "unknown command /foo" in stderr and "binary data" in stderr
+    assert result.stdout.decode().strip()  # the answers
+    assert "\x1b[" not in result.stdout.decode()  # plain text, not a terminal rendering
+    saved = json.loads((isolated_home / "sessions" / "piped.json").read_text())
+    assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == ["Hi!", "Two lines\nof text"]
