@@ -13,6 +13,9 @@ from . import _options as opt
 from . import _output as out
 from .app import command
 
+DEFAULT_PARALLEL = 16  # llama.cpp's batched decode peaks around 16 sequences on a small CPU
+PROMPT_ALLOWANCE = 512
+
 
 @command("batch")
 def batch(
@@ -66,8 +69,11 @@ def batch(
     try:
         defaults = BatchDefaults(params, max_tokens, system, tuple(stop or ()))
         items = read_items(source, defaults, writer.done_ids)
-        n_seq = parallel or 16
-        loaded = load_model(model, PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq,
+        n_seq = parallel or DEFAULT_PARALLEL
+        # Per sequence: room for the answer plus a typical prompt; longer prompts get an error
+        # record naming --ctx. The KV cells are shared, so short lines leave room for long ones.
+        per_seq = ctx or -(-(max_tokens + PROMPT_ALLOWANCE) // 256) * 256
+        loaded = load_model(model, PlanRequest(ctx=per_seq, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq,
                                                max_tokens=max_tokens), verbose=verbose >= 2)
         try:
             if writer.done_ids:

@@ -98,7 +98,7 @@ def run(
 
       hearth run "Name a color" --schema color.schema.json
 
-      hearth run "Natalia sold 48 clips in April and half as many in May. How many in total?" --samples 8
+      hearth run "A farmer has 17 sheep and buys 5 more. How many sheep now?" --samples 8 --answer number
     """
     out.set_verbosity(verbose)
     text = read_prompt(prompt)

@@ -1,0 +1,5 @@
+"""`python -m hearth.cli` runs the `hearth` command."""
+
+from .app import main
+
+main()

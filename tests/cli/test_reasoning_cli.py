@@ -1,0 +1,48 @@
+"""Reasoning mode end to end on the embedded model: one prompt evaluation, K rows per decode
+call, reproducible with a seed, and adaptive stopping that really stops."""
+
+from __future__ import annotations
+
+import json
+
+QUESTION = "Tom has 3 apples and gets 4 more. How many apples does he have?"
+
+
+def run_json(hearth, *args):
+    done = hearth("run", QUESTION, "--answer", "number", "-n", "60", *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_fixed_k_decodes_all_samples_in_one_batch_and_is_reproducible(hearth):
+    first = run_json(hearth, "--samples", "6", "--no-adaptive", "--seed", "7", "--vote", "majority")
+    assert len(first["samples"]) == 6
+    assert first["timings"]["prompt_evals"] == 1
+    assert first["timings"]["max_rows_per_call"] == 6  # six sequences in one llama_decode call
+    assert first["tokens_total"] == sum(s["tokens"] for s in first["samples"])
+    assert first["stopped_early"] is False
+    voted = [s["answer"] for s in first["samples"] if s["answer"] is not None]
+    if voted:  # the vote is the most common extracted answer
+        assert first["votes"][first["answer"]]["count"] == max(voted.count(a) for a in set(voted))
+    second = run_json(hearth, "--samples", "6", "--no-adaptive", "--seed", "7", "--vote", "majority")
+    assert [s["text"] for s in first["samples"]] == [s["text"] for s in second["samples"]]
+    assert first["answer"] == second["answer"]
+
+
+def test_adaptive_stops_once_the_vote_is_settled(hearth):
+    # near-greedy sampling: the samples agree, so the vote settles before all 8 are drawn
+    result = run_json(hearth, "--samples", "8", "--temp", "0.05", "--seed", "3")
+    assert result["stopped_early"] is True
+    assert result["stop_reason"] in ("cannot_lose", "beta", "esc_window")
+    finished = [s for s in result["samples"] if s["finish_reason"] in ("stop", "length", "answer")]
+    assert len(finished) < 8
+    assert result["votes"][result["answer"]]["count"] >= 4
+    assert result["tokens_saved_est"] > 0
+
+
+def test_text_output_prints_only_the_answer(hearth):
+    done = hearth("run", QUESTION, "--answer", "number", "-n", "60", "--samples", "4", "--temp", "0.05", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].lstrip("-").replace(".", "").isdigit()
+    assert "votes" in done.stderr

@@ -1,0 +1,275 @@
+"""DeepConf confidence and the adaptive stopping rules, on hand-worked numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hearth.errors import UsageError
+from hearth.runtime.stopping import (
+    StopRule,
+    WindowedConfidence,
+    beta_majority_probability,
+    cannot_lose,
+    confidence_bar,
+    decide_stop,
+    esc_window_agrees,
+    group_confidences,
+    lowest_group_confidence,
+    regularized_incomplete_beta,
+    should_cut,
+    token_confidence,
+)
+
+# ---------------------------------------------------------------- DeepConf
+
+
+def test_token_confidence_is_minus_the_mean_top_logprob():
+    assert token_confidence([-0.1, -2.3, -4.0]) == pytest.approx(6.4 / 3)
+    assert token_confidence([0.0]) == 0.0
+    # A peaked step (the alternatives are very unlikely) is more confident than a flat one.
+    assert token_confidence([-0.01, -6.0, -7.0]) > token_confidence([-1.0, -1.2, -1.3])
+    with pytest.raises(ValueError):
+        token_confidence([])
+
+
+@pytest.mark.parametrize(
+    ("confs", "window", "groups"),
+    [
+        ([1, 2, 3, 4, 5], 2, [1.5, 2.5, 3.5, 4.5]),
+        ([1, 2, 3, 4, 5], 5, [3.0]),
+        ([1, 2, 3, 4, 5], 10, [3.0]),  # shorter than the window: one group of everything
+        ([1, 2, 3], 1, [1.0, 2.0, 3.0]),
+        ([], 4, []),
+    ],
+)
+def test_group_confidences(confs, window, groups):
+    assert group_confidences(confs, window) == pytest.approx(groups)
+
+
+@pytest.mark.parametrize(
+    ("confs", "window", "lowest"),
+    [
+        ([5, 5, 1, 1, 5, 5], 2, 1.0),
+        ([5, 1, 5, 1], 3, 7 / 3),  # windows 11/3 and 7/3
+        ([2, 4], 8, 3.0),  # short sample: the mean of its tokens
+        ([], 8, 0.0),  # no tokens: no evidence, no weight
+    ],
+)
+def test_lowest_group_confidence(confs, window, lowest):
+    assert lowest_group_confidence(confs, window) == pytest.approx(lowest)
+
+
+def test_window_must_be_positive():
+    with pytest.raises(ValueError):
+        group_confidences([1.0], 0)
+    with pytest.raises(ValueError):
+        WindowedConfidence(0)
+
+
+@pytest.mark.parametrize("window", [1, 3, 7, 50])
+def test_windowed_confidence_tracks_the_batch_definition(window):
+    confs = [(index * 37 % 11) / 3 + 0.1 for index in range(40)]
+    tracker = WindowedConfidence(window)
+    for end in range(1, len(confs) + 1):
+        current = tracker.push(confs[end - 1])
+        recent = confs[max(0, end - window):end]
+        assert current == pytest.approx(sum(recent) / len(recent))
+        assert tracker.lowest == pytest.approx(lowest_group_confidence(confs[:end], window))
+        assert tracker.full is (end >= window)
+
+
+@pytest.mark.parametrize(
+    ("values", "keep", "bar"),
+    [
+        (list(range(1, 12)), 90, 2.0),  # 10th percentile of 1..11
+        (list(range(1, 12)), 50, 6.0),
+        (list(range(1, 12)), 100, 1.0),  # keep everything: the minimum
+        ([2.0, 1.0], 90, 1.1),  # interpolated between the two, input order does not matter
+        ([3.5], 10, 3.5),
+    ],
+)
+def test_confidence_bar(values, keep, bar):
+    assert confidence_bar(values, keep) == pytest.approx(bar)
+
+
+def test_confidence_bar_matches_numpy_percentile():
+    numpy = pytest.importorskip("numpy")
+    values = [4.2, 1.7, 9.3, 3.3, 5.0, 2.2, 8.8, 6.1]
+    for keep in (10, 37.5, 90, 99):
+        assert confidence_bar(values, keep) == pytest.approx(float(numpy.percentile(values, 100 - keep)))
+
+
+def test_confidence_bar_rejects_bad_input():
+    with pytest.raises(ValueError):
+        confidence_bar([], 90)
+    for keep in (0, -5, 101):
+        with pytest.raises(UsageError):
+            confidence_bar([1.0], keep)
+
+
+@pytest.mark.parametrize(
+    ("current", "bar", "cut"), [(1.0, 2.0, True), (2.0, 2.0, False), (3.0, 2.0, False), (0.1, None, False)]
+)
+def test_should_cut(current, bar, cut):
+    assert should_cut(current, bar) is cut
+
+
+# ---------------------------------------------------------------- the Beta criterion
+
+# P(X > 1/2) for X ~ Beta(top + 1, second + 1) = P(Binomial(top + second + 1, 1/2) <= top), by hand.
+BETA_CASES = [
+    (0, 0, 1 / 2),
+    (1, 0, 3 / 4),  # density 2x: 1 - 1/4
+    (2, 0, 7 / 8),
+    (3, 0, 15 / 16),
+    (4, 0, 31 / 32),
+    (1, 1, 1 / 2),
+    (2, 1, 11 / 16),  # (1 + 4 + 6) / 16
+    (3, 1, 26 / 32),  # 1 - (5 + 1) / 32
+    (5, 1, 120 / 128),
+    (6, 1, 247 / 256),
+    (4, 2, 99 / 128),  # 1 - (21 + 7 + 1) / 128
+    (1, 2, 5 / 16),
+]
+
+
+@pytest.mark.parametrize(("top", "second", "probability"), BETA_CASES)
+def test_beta_majority_probability_by_hand(top, second, probability):
+    assert beta_majority_probability(top, second) == pytest.approx(probability, abs=1e-15)
+
+
+def _beta_density_integral(low: float, high: float, a: float, b: float, steps: int = 20000) -> float:
+    """Simpson's rule on the Beta(a, b) density: an independent check of the closed forms."""
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+
+    assert a > 1 and b > 1, "the density must vanish at 0 and 1 for this rule"
+
+    def density(x: float) -> float:
+        if x <= 0 or x >= 1:
+            return 0.0
+        return math.exp(log_norm + (a - 1) * math.log(x) + (b - 1) * math.log1p(-x))
+
+    width = (high - low) / steps
+    total = density(low) + density(high)
+    total += sum((4 if i % 2 else 2) * density(low + i * width) for i in range(1, steps))
+    return total * width / 3
+
+
+@pytest.mark.parametrize(
+    ("top", "second", "prior"),
+    [(3, 1, (1.0, 1.0)), (7, 2, (1.0, 1.0)), (2, 2, (2.0, 2.0)),
+     (3, 1, (0.5, 0.5)), (6, 3, (0.5, 0.5)), (10, 4, (1.5, 1.5))],
+)
+def test_beta_probability_matches_numeric_integration(top, second, prior):
+    a, b = top + prior[0], second + prior[1]
+    assert beta_majority_probability(top, second, prior) == pytest.approx(
+        _beta_density_integral(0.5, 1.0, a, b), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("x", "a", "b"),
+    [(0.3, 2.0, 5.0), (0.7, 2.0, 5.0), (0.3, 2.5, 3.5), (0.8, 10.5, 2.5), (0.5, 1.5, 1.5), (0.2, 4.0, 1.5)],
+)
+def test_incomplete_beta_matches_numeric_integration(x, a, b):
+    assert regularized_incomplete_beta(x, a, b) == pytest.approx(_beta_density_integral(0.0, x, a, b), abs=1e-6)
+
+
+def test_beta_probability_properties():
+    for top in range(0, 12):
+        for second in range(0, 12):
+            forward = beta_majority_probability(top, second)
+            assert forward + beta_majority_probability(second, top) == pytest.approx(1.0)  # symmetry
+            assert beta_majority_probability(top + 1, second) > forward  # one more vote helps
+    # Large counts: a normal approximation gives 0.694 (z = 0.0128 / 0.0252); scipy says 0.693446.
+    assert beta_majority_probability(200, 190) == pytest.approx(0.6934456942836147, abs=1e-12)
+
+
+def test_beta_rejects_bad_input():
+    for args in ((-1, 0), (0, -1)):
+        with pytest.raises(ValueError):
+            beta_majority_probability(*args)
+    with pytest.raises(ValueError):
+        beta_majority_probability(1, 0, prior=(0.0, 1.0))
+    assert regularized_incomplete_beta(0.0, 2, 3) == 0.0
+    assert regularized_incomplete_beta(1.0, 2, 3) == 1.0
+
+
+# ---------------------------------------------------------------- stopping rules
+
+
+@pytest.mark.parametrize(
+    ("counts", "remaining", "expected"),
+    [
+        ({"a": 5, "b": 1}, 3, True),  # 5 > 1 + 3
+        ({"a": 5, "b": 2}, 3, False),  # 5 = 2 + 3: a tie is still possible
+        ({"a": 4}, 3, True),
+        ({"a": 3}, 3, False),
+        ({}, 0, False),
+        ({"a": 2, "b": 2}, 0, False),
+        ({"a": 3, "b": 2, "c": 2}, 0, True),
+    ],
+)
+def test_cannot_lose(counts, remaining, expected):
+    assert cannot_lose(counts, remaining) is expected
+
+
+@pytest.mark.parametrize(
+    ("answers", "window", "expected"),
+    [
+        (["a", "a", "a"], 3, True),
+        (["b", "a", "a"], 3, False),
+        (["b", "a", "a", "a"], 3, True),  # the window slides over finish order
+        (["a", None, "a"], 3, False),
+        ([None, None, None], 3, False),
+        (["a", "a"], 3, False),
+        (["b", "a"], 1, True),
+    ],
+)
+def test_esc_window_agrees(answers, window, expected):
+    assert esc_window_agrees(answers, window) is expected
+
+
+def test_rules_reject_bad_arguments():
+    with pytest.raises(ValueError):
+        cannot_lose({"a": 1}, -1)
+    with pytest.raises(ValueError):
+        esc_window_agrees(["a"], 0)
+    for bad in ({"threshold": 0.4}, {"threshold": 1.5}, {"window": 0}, {"min_samples": 0}):
+        with pytest.raises(UsageError):
+            StopRule(**bad)
+
+
+DECIDE_CASES = [
+    # answers so far, remaining, rule, stop, reason, leader
+    ([], 8, StopRule(), False, "min_samples", None),
+    (["a", "a"], 6, StopRule(), False, "min_samples", "a"),
+    ([None, None, None], 5, StopRule(), False, "min_samples", None),
+    (["a", "a", "a"], 5, StopRule(), False, "undecided", "a"),  # Beta(4, 1): 15/16 < 0.95
+    (["a", "a", "a"], 5, StopRule(threshold=0.9), True, "beta", "a"),
+    (["a", "a", "a", "a"], 4, StopRule(), True, "beta", "a"),  # 31/32
+    (["a", "a", "a", "a"], 4, StopRule(min_samples=5), False, "min_samples", "a"),
+    (["b", "a", "a", "a", "a"], 3, StopRule(), True, "esc_window", "a"),  # Beta: 57/64 < 0.95
+    (["b", "a", "a", "a", "a"], 3, StopRule(window=None), False, "undecided", "a"),
+    (["a", "a", "b", "a", "a", "b"], 2, StopRule(), False, "undecided", "a"),  # 99/128
+    (["a", "b", "a", "a", "a", "a"], 2, StopRule(), True, "cannot_lose", "a"),  # 5 > 1 + 2
+    (["a", "a"], 1, StopRule(), True, "cannot_lose", "a"),  # certain even below min_samples
+    (["a", "b", "a", "b", "c"], 0, StopRule(), True, "all_done", "a"),
+]
+
+
+@pytest.mark.parametrize(("answers", "remaining", "rule", "stop", "reason", "leader"), DECIDE_CASES)
+def test_decide_stop(answers, remaining, rule, stop, reason, leader):
+    decision = decide_stop(answers, remaining, rule)
+    assert (decision.stop, decision.reason, decision.leader) == (stop, reason, leader)
+
+
+def test_adaptive_run_stops_where_worked_out_by_hand():
+    """K = 8 answers arriving in this order: after 6 the leader has 5 of 6 with 2 to come."""
+    arrivals = ["a", "a", "b", "a", "a", "a", "b", "b"]
+    decisions = [decide_stop(arrivals[:done], len(arrivals) - done, StopRule()) for done in range(1, 9)]
+    first_stop = next(done for done, decision in enumerate(decisions, start=1) if decision.stop)
+    assert first_stop == 6
+    assert decisions[first_stop - 1].reason == "cannot_lose"
+    assert decisions[3].probability == pytest.approx(13 / 16)  # 3 vs 1 after four samples
