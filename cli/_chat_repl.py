@@ -41,9 +41,17 @@ class ChatRepl:
         """One line of input; False when the session should end."""
         try:
             command = conv.parse_command(line)
-            if command is not None:
-                return self.dispatch(command)
-            self.send(conv.message_text(line))
+            if command is not None and not self.dispatch(command):
+                return False
+            if command is None:
+                self.send(conv.message_text(line))
+            if self.autosave:
+                conv.save_session(self.name, self.session.conversation, self.session.loaded.resolved.reference)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside an answer: this step only
+            turns = self.session.conversation.turns
+            if turns and turns[-1].role == "user":
+                turns.pop()  # never leave a message without its answer
+            out.notice("[interrupted]", style="yellow")
         except HearthError as exc:
             if os.environ.get("HEARTH_DEBUG"):
                 raise
@@ -56,7 +64,7 @@ class ChatRepl:
 
     def _banner(self) -> None:
         loaded = self.session.loaded
-        out.notice(f"hearth chat · {loaded.name} · context {self.session.n_ctx} tok · /help for commands · Ctrl-D to leave")
+        out.notice(f"hearth chat · {loaded.name} · {self.session.n_ctx}-token context · /help · Ctrl-D leaves")
         if not loaded.has_template:
             out.warn(f"{loaded.name} has no chat template: the conversation is sent as plain text")
 
@@ -145,8 +153,6 @@ class ChatRepl:
             with interrupt_flag() as interrupted, out.answer_stream(self.markdown) as stream:
                 result = self.session.respond(stream.write, interrupted, on_trim=self._trimmed)
             self._after_answer(result)
-        if self.autosave:
-            conv.save_session(self.name, self.session.conversation, self.session.loaded.resolved.reference)
 
     def _trimmed(self, trimmed: conv.TrimResult) -> None:
         out.notice(f"context almost full ({trimmed.tokens_before} of {self.session.n_ctx} tok with room for the answer): "

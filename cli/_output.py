@@ -227,7 +227,9 @@ class _MarkdownAnswer:
         self.text += delta
         end = markdown_stable_end(self.text)
         if end > self.printed:
-            self.live.console.print(self._markdown(self.text[self.printed:end].strip("\n")))
+            console = self.live.console
+            console.print(self._markdown(self.text[self.printed:end].strip("\n")), soft_wrap=False)
+            console.print()  # the blank line Markdown puts between blocks
             self.printed = end
         self.live.update(self._markdown(self.text[self.printed:]))
 

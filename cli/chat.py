@@ -108,6 +108,7 @@ class ChatSession:
         If the answer cannot start (template error, the message alone overflows the context, or a
         Ctrl-C before the first token), the user message is taken back out and the error raised.
         """
+        started = time.perf_counter()  # time to first token includes rendering the template
         try:
             tokens, trimmed = self.fit(conv.reply_reserve(self.n_ctx, self.max_tokens))
         except HearthError:
@@ -120,7 +121,6 @@ class ChatSession:
         hooks = _AnswerHooks(on_text, interrupted)
         stats = self.generator.stats
         before = (stats.prompt_tokens, stats.prompt_reused, stats.decode_rows, stats.decode_s)
-        started = time.perf_counter()
         try:
             results = self.generator.run([request], hooks)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was shown
