@@ -211,10 +211,35 @@ def interrupt_flag() -> Iterator[Callable[[], bool]]:
     except ValueError:  # not the main thread: leave Ctrl-C as it is
         previous = None
     try:
-        yield lambda: state["set"]
+        with _quiet_terminal():
+            yield lambda: state["set"]
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _quiet_terminal() -> Iterator[None]:
+    """While an answer streams: keys typed ahead are not echoed (they wait for the next prompt),
+    and Ctrl-C neither prints ^C nor flushes the output, either of which would shift the
+    redrawn answer by a line."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None
+    except (ImportError, OSError, ValueError):
+        saved = None
+    if saved is None:
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] = (quiet[3] & ~(termios.ECHO | termios.ECHOCTL)) | termios.NOFLSH
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 @command("chat")

@@ -401,8 +401,8 @@ def history_path() -> Path:
 
 
 def session_path(name: str) -> Path:
-    """A session name -> its file under HEARTH_HOME/sessions; a path (with a /) is taken as is."""
-    if "/" in name or name.startswith("~"):
+    """A session name -> its file under HEARTH_HOME/sessions; a path to a .json file is taken as is."""
+    if name.endswith(".json") and ("/" in name or name.startswith("~")):
         return Path(name).expanduser()
     name = name[: -len(".json")] if name.endswith(".json") else name
     if not _SESSION_NAME.match(name):
@@ -436,8 +436,11 @@ def open_session(name: str) -> SessionFile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"no session named {name!r}", hint="/open with no name lists the saved sessions") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFormatError(f"cannot read session {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputFormatError(f"session {path} is not a JSON text file: not opened",
+                               hint="the current conversation is unchanged") from None
+    except OSError as exc:
+        raise InputFormatError(f"cannot read session {path}: {exc.strerror or exc}") from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:

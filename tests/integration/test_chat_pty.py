@@ -57,8 +57,8 @@ class Chat:
 
     def say(self, line: str) -> str:
         self.child.sendline(line)
-        self.meter, text = self.ready()
-        return text
+        self.meter, self.text = self.ready()
+        return self.text
 
     def close(self) -> int:
         if self.child.isalive():
@@ -102,8 +102,13 @@ def test_stream_undo_regen_commands_and_sessions(chat_factory, isolated_home):
 
     typo = chat.say("/hepl")
     assert "unknown command /hepl" in typo and "did you mean /help" in typo
+    assert "/regen" in chat.say("/help") and "/think K" in chat.text
     shown = chat.say("/load /nonexistent/model.gguf")
     assert "model file not found" in shown and "still chatting with SmolLM2" in shown
+    broken = isolated_home / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)  # a GGUF header cut short
+    shown = chat.say(f"/load {broken}")
+    assert "error:" in shown and "still chatting with SmolLM2" in shown
     assert chat.say("Thanks!").strip()
 
     assert "saved 4 turns" in chat.say("/save s1")
@@ -124,16 +129,24 @@ def test_stream_undo_regen_commands_and_sessions(chat_factory, isolated_home):
     assert "binary data" in chat.say("")
     assert re.search(r"turns\s+4\b", chat.say("/show"))
 
-    # A """ block is one message, whatever its lines.
+    # A """ block, a paste of several lines, and Alt-Enter each make one message.
     chat.child.sendline('"""')
     chat.child.sendline("Say hello")
     chat.say('in French."""')
-    assert re.search(r"turns\s+6\b", chat.say("/show"))
+    chat.child.send("\x1b[200~Line one of a paste\nline two of the paste\x1b[201~")
+    chat.say("")
+    chat.child.send("First line\x1b\r")  # Alt-Enter: a new line, not sent yet
+    chat.say("second line")
+    assert re.search(r"turns\s+10\b", chat.say("/show"))
     assert chat.close() == 0
+    history = (isolated_home / "chat_history").read_text()  # kept for the next session
+    assert "+Hi!" in history and "+Line one of a paste" in history and "+second line" in history
+    saved_turns = [t["content"] for t in json.loads((isolated_home / "sessions" / "s1.json").read_text())["turns"]]
+    assert len(saved_turns) == 4  # /save wrote once; only --session saves after every step
 
 
 def test_ctrl_c_cuts_the_answer_and_the_session_goes_on(chat_factory):
-    chat = chat_factory("--temp", "0", "--seed", "1", "-n", "400")
+    chat = chat_factory("--temp", "0", "--seed", "1", "-n", "400", "-v")
     chat.child.sendline("Count from 1 to 300, one number per line.")
     chat.child.expect(r"\d+\s+\d+")  # the answer is streaming
     chat.child.sendintr()
@@ -141,7 +154,11 @@ def test_ctrl_c_cuts_the_answer_and_the_session_goes_on(chat_factory):
     assert "answer cut" in cut
     assert chat.meter[0] > 20
     assert re.search(r"turns\s+2\b", chat.say("/show"))
-    assert chat.say("/set max-tokens 16") and chat.say("Thanks, that is enough.").strip()
+    assert "max-tokens 16" in chat.say("/set max-tokens 16")
+    after = chat.say("Thanks, that is enough.")
+    # The cut answer's KV cache was kept: the next turn evaluates only the new message.
+    stats = re.search(r"prompt (\d+) tok: (\d+) evaluated, (\d+) reused", after)
+    assert stats and int(stats.group(2)) < 30 and int(stats.group(3)) > int(stats.group(1)) - 30
     assert re.search(r"turns\s+4\b", chat.say("/show"))
     # Ctrl-C at an empty prompt leaves cleanly.
     chat.child.sendintr()
@@ -172,14 +189,34 @@ def test_small_context_drops_old_turns_and_keeps_going(chat_factory):
     assert chat.close() == 0
 
 
-def test_piped_stdin_answers_on_stdout(isolated_home):
-    script = 'Hi!\n/foo\n"""\nTwo lines\nof text\n"""\n\x00\x01\x02\x03binary\n/save piped\n'
+def test_piped_stdin_answers_on_stdout(isolated_home, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The shed key is under the blue pot.\n")
+    script = (f'Hi!\n/foo\n"""\nTwo lines\nof text\n"""\n\x00\x01\x02\x03binary\n/system Answer in one word.\n'
+              f'/set temp 0.5\n/read {notes}\nWhere is the key?\n/read {tmp_path / "missing.txt"}\n/save piped\n')
     result = subprocess.run([sys.executable, "-c", MAIN, "chat", *FAST], input=script.encode(),
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()
     stderr = result.stderr.decode()
-    assert "unknown command /foo" in stderr and "binary data" in stderr
+    assert "unknown command /foo" in stderr and "binary data" in stderr and "cannot read" in stderr
+    assert "temp 0.5" in stderr and "goes with your next message" in stderr
     assert result.stdout.decode().strip()  # the answers
     assert "\x1b[" not in result.stdout.decode()  # plain text, not a terminal rendering
     saved = json.loads((isolated_home / "sessions" / "piped.json").read_text())
-    assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == ["Hi!", "Two lines\nof text"]
+    users = [t["content"] for t in saved["turns"] if t["role"] == "user"]
+    assert users[:2] == ["Hi!", "Two lines\nof text"] and len(saved["turns"]) == 6
+    assert users[2].startswith("notes.txt:\n```\nThe shed key") and users[2].endswith("Where is the key?")
+    assert saved["system"] == "Answer in one word."
+
+
+def test_think_votes_over_samples_in_a_pipe():
+    script = "/think 3\nWhat is 2+3? Answer with a number.\n/think 1\n"
+    result = subprocess.run([sys.executable, "-c", MAIN, "chat", "--seed", "1", "-n", "32"], input=script.encode(),
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert "vote over 3 samples" in stderr and "reasoning mode off" in stderr
+    votes = re.search(r"votes (.+) · (\d) samples", stderr)
+    assert votes and 1 <= int(votes.group(2)) <= 3  # adaptive voting may settle before the third
+    answer = result.stdout.decode().strip()
+    assert answer and answer in votes.group(1)  # the voted answer is printed on stdout

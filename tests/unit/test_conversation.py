@@ -285,13 +285,23 @@ def test_session_round_trip(isolated_home):
     assert not list((isolated_home / "sessions").glob(".*"))  # no temp file left behind
 
 
-@pytest.mark.parametrize("name", ["../escape", "a b", "", ".hidden", "x" * 65])
+@pytest.mark.parametrize("name", ["../escape", "a/b", "a b", "", ".hidden", "x" * 65])
 def test_bad_session_names(name):
-    if "/" in name:  # a path is taken as a path, not a name
-        assert conv.session_path(name).name == "escape"
-        return
     with pytest.raises(UsageError, match="bad session name"):
         conv.session_path(name)
+
+
+def test_a_json_path_is_taken_as_a_path(tmp_path, isolated_home):
+    path = conv.save_session(str(tmp_path / "elsewhere.json"), make("q", "a"), None)
+    assert path == tmp_path / "elsewhere.json"
+    assert conv.open_session(str(path)).conversation == make("q", "a")
+    assert conv.session_path("plain.json") == isolated_home / "sessions" / "plain.json"
+
+
+def test_a_binary_session_file_is_refused(isolated_home):
+    (conv.sessions_dir() / "bin.json").write_bytes(b"\xa1\xff\x00junk")
+    with pytest.raises(InputFormatError, match="not a JSON text file"):
+        conv.open_session("bin")
 
 
 def test_open_missing_session(isolated_home):
