@@ -71,8 +71,15 @@ class ChatRepl:
     def _piped_lines(self) -> Iterator[str]:
         """Lines from a pipe; a \"\"\"-fenced block is one message. Undecodable bytes become U+FFFD."""
         collector = conv.MultilineCollector()
+        typed = sys.stdin.isatty()  # a terminal, but stdout is redirected: prompt on stderr
         try:
-            for raw in sys.stdin.buffer:
+            while True:
+                if typed:
+                    sys.stderr.write("... " if collector.open else PROMPT)
+                    sys.stderr.flush()
+                raw = sys.stdin.buffer.readline()
+                if not raw:
+                    return
                 message = collector.feed(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
                 if message is not None and message.strip():
                     yield message
