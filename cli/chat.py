@@ -9,7 +9,6 @@ session files) live in `runtime/conversation.py`; this module drives the model a
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time

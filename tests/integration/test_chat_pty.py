@@ -223,3 +223,22 @@ def test_think_votes_over_samples_in_a_pipe():
     assert votes and 1 <= int(votes.group(2)) <= 3  # adaptive voting may settle before the third
     answer = result.stdout.decode().strip()
     assert answer and answer in votes.group(1)  # the voted answer is printed on stdout
+
+
+def test_session_flag_resumes_and_saves_after_every_step(isolated_home):
+    def chat_in(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", MAIN, "chat", "--session", "garden", *FAST],
+                              input=script.encode(), capture_output=True, timeout=60)
+
+    first = chat_in("Hi!\n/system Be terse.\n")
+    assert first.returncode == 0, first.stderr.decode()
+    saved = json.loads((isolated_home / "sessions" / "garden.json").read_text())
+    assert len(saved["turns"]) == 2 and saved["system"] == "Be terse."  # saved after the command too
+    second = chat_in("Thanks!\n")
+    assert "opened garden: 2 turns" in second.stderr.decode()
+    saved = json.loads((isolated_home / "sessions" / "garden.json").read_text())
+    assert [t["content"] for t in saved["turns"] if t["role"] == "user"] == ["Hi!", "Thanks!"]
+    (isolated_home / "sessions" / "garden.json").write_text("{not json")
+    broken = chat_in("Hello?\n")
+    assert broken.returncode != 0 and "not valid JSON" in broken.stderr.decode()
+    assert (isolated_home / "sessions" / "garden.json").read_text() == "{not json"  # not overwritten
