@@ -32,6 +32,8 @@ class ChatRepl:
     def run(self, interactive: bool) -> None:
         if interactive or out.stderr_is_tty():
             self._banner()
+        if not self.session.loaded.has_template:
+            out.warn(f"{self.session.loaded.name} has no chat template: the conversation is sent as plain text")
         lines = self._terminal_lines() if interactive else self._piped_lines()
         for line in lines:
             if not self.handle(line):
@@ -65,8 +67,6 @@ class ChatRepl:
     def _banner(self) -> None:
         loaded = self.session.loaded
         out.notice(f"hearth chat · {loaded.name} · {self.session.n_ctx}-token context · /help · Ctrl-D leaves")
-        if not loaded.has_template:
-            out.warn(f"{loaded.name} has no chat template: the conversation is sent as plain text")
 
     def _piped_lines(self) -> Iterator[str]:
         """Lines from a pipe; a \"\"\"-fenced block is one message. Undecodable bytes become U+FFFD."""
