@@ -175,3 +175,94 @@ def live_text(enabled: bool = True) -> Iterator[Any]:
 
     with Live(Text(""), console=err_console(), refresh_per_second=8, transient=True) as live:
         yield _Live(live)
+
+
+def markdown_stable_end(text: str) -> int:
+    """Where the finished Markdown blocks of a growing answer end (0: none finished yet).
+
+    A block is finished once a blank line outside a code fence is followed by a line that starts
+    at column 0 (an indented line may still belong to the block above: a list item's paragraph).
+    Finished blocks are printed once; only the block in progress is redrawn, so a long answer
+    never redraws the screen (no flicker, no scrolling artefacts).
+    """
+    end, pos, in_fence, after_blank = 0, 0, False, False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if not in_fence and after_blank and stripped and not line[0].isspace():
+            end = pos
+        if stripped.startswith(("```", "~~~")) and (line.endswith("\n") or in_fence):
+            in_fence = not in_fence
+        after_blank = not in_fence and line.endswith("\n") and not stripped
+        pos += len(line)
+    return end
+
+
+class _PlainAnswer:
+    """An answer written as it comes (stdout is not a terminal, or Markdown is off)."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, delta: str) -> None:
+        self.text += delta
+        write(delta)
+
+    def finish(self) -> None:
+        if self.text and not self.text.endswith("\n"):
+            write("\n")
+
+
+class _MarkdownAnswer:
+    """An answer rendered as Markdown while it streams: finished blocks printed, the last one live."""
+
+    def __init__(self, live):
+        from rich.markdown import Markdown
+
+        self._markdown = Markdown
+        self.live = live
+        self.text = ""
+        self.printed = 0  # characters of `text` already printed as finished blocks
+
+    def write(self, delta: str) -> None:
+        self.text += delta
+        end = markdown_stable_end(self.text)
+        if end > self.printed:
+            console = self.live.console
+            console.print(self._markdown(self.text[self.printed:end].strip("\n")), soft_wrap=False)
+            console.print()  # the blank line Markdown puts between blocks
+            self.printed = end
+        self.live.update(self._markdown(self.text[self.printed:]))
+
+    def finish(self) -> None:
+        self.live.update(self._markdown(self.text[self.printed:].rstrip()), refresh=True)
+
+
+@contextmanager
+def answer_stream(markdown: bool = True) -> Iterator[Any]:
+    """Where a chat answer streams to: `.write(delta)` per piece of text.
+
+    On a terminal the answer is rendered as Markdown (code highlighted); otherwise (a pipe, a
+    file) it is written as plain text, as it comes.
+    """
+    if not (markdown and stdout_is_tty() and os.environ.get("TERM") != "dumb"):
+        plain = _PlainAnswer()
+        try:
+            yield plain
+        finally:
+            plain.finish()
+        return
+    from rich.live import Live
+    from rich.markdown import Markdown
+
+    with Live(Markdown(""), console=out_console(), refresh_per_second=10, transient=False,
+              vertical_overflow="ellipsis") as live:
+        answer = _MarkdownAnswer(live)
+        try:
+            yield answer
+        finally:
+            answer.finish()
+
+
+def notice(message: str, style: str = "dim") -> None:
+    """A chat notice on stderr (dropped turns, cut answers, command results)."""
+    err_console().print(message, markup=False, style=style)
