@@ -73,7 +73,7 @@ def batch(
         # Per sequence: room for the answer plus a typical prompt; longer prompts get an error
         # record naming --ctx. The KV cells are shared, so short lines leave room for long ones.
         per_seq = ctx or -(-(max_tokens + PROMPT_ALLOWANCE) // 256) * 256
-        loaded = load_model(model, PlanRequest(ctx=per_seq, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq,
+        loaded = load_model(model, PlanRequest(ctx=per_seq, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq + 1,
                                                max_tokens=max_tokens), verbose=verbose >= 2)
         try:
             if writer.done_ids:

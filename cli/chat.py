@@ -171,14 +171,8 @@ class ChatSession:
         loaded = self.loaded
         if loaded.engine.config.n_seq_max >= n_seq:
             return
-        from ..runtime.session import _plan, context_config
-
-        # The planner's ctx is per sequence; the cells are shared (kv_unified), so ask for enough
-        # in all for the conversation plus every sample's answer.
-        total = max(loaded.engine.n_ctx, self.used + self.samples * self.max_tokens)
-        loaded.request = replace(loaded.request, n_seq=n_seq)
-        loaded.plan = _plan(loaded.info, loaded.request, ctx=-(-total // n_seq))
-        loaded.engine.reconfigure(context_config(loaded.plan))
+        # enough cells in all for the conversation plus every sample's answer
+        loaded.resize(n_seq, max(loaded.engine.n_ctx, self.used + self.samples * self.max_tokens))
 
     def switch_model(self, reference: str) -> None:
         """Load another model; on any failure the current one stays."""

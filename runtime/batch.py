@@ -217,7 +217,7 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
 
     summary = BatchSummary()
     started = time.perf_counter()
-    n_seq = loaded.engine.config.n_seq_max
+    n_seq = loaded.engine.config.n_seq_max - 1  # the last sequence holds the shared prompt prefix
 
     def emit(record: dict, error: bool, tokens: int = 0) -> None:
         writer.write(record)
@@ -250,7 +250,7 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
             message = getattr(error, "message", str(error))
             emit({"id": request.key.id, "error": message}, True)
 
-    Generator(loaded.engine).run(requests(), Writer())
+    Generator(loaded.engine, share_prefix=True).run(requests(), Writer())
     summary.wall_s = time.perf_counter() - started
     return summary
 

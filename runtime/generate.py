@@ -89,6 +89,8 @@ class GenStats:
     decode_calls: int = 0
     max_rows_per_call: int = 0
     generated: int = 0
+    pure_decode_rows: int = 0  # rows of decode calls that carried no prompt tokens
+    pure_decode_s: float = 0.0
 
     def as_dict(self) -> dict:
         return {
@@ -102,6 +104,7 @@ class GenStats:
             "max_rows_per_call": self.max_rows_per_call,
             "decode_s": round(self.decode_s, 4),
             "decode_tok_s": _rate(self.decode_rows, self.decode_s),
+            "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
             "generated": self.generated,
         }
 
@@ -150,12 +153,23 @@ class _RequestState:
     closed: bool = False  # no more samples: the caller settled it (e.g. the vote is decided)
 
 
-class Generator:
-    """Runs requests through an Engine with continuous batching."""
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a KV copy
+PREFIX_CAP = 512  # the shared-prefix sequence keeps at most this many prompt tokens
 
-    def __init__(self, engine: Engine):
+
+class Generator:
+    """Runs requests through an Engine with continuous batching.
+
+    With `share_prefix`, the last sequence id holds the KV of the first prompt (up to
+    PREFIX_CAP tokens); every later request starting with the same tokens (a template's system
+    prompt, a shared instruction) copies those cells instead of evaluating them again. With a
+    unified KV cache the copy only tags the cells with one more sequence id.
+    """
+
+    def __init__(self, engine: Engine, share_prefix: bool = False):
         self.engine = engine
         self.stats = GenStats()
+        self.share_prefix = share_prefix and engine.config.n_seq_max > 1
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
@@ -167,7 +181,11 @@ class Generator:
         self._source = iter(requests)
         self._waiting: deque[GenRequest] = deque()
         self._exhausted = False
-        self._free_seqs = list(range(self.engine.config.n_seq_max))
+        n_seq = self.engine.config.n_seq_max
+        self._prefix_seq = n_seq - 1 if self.share_prefix else None
+        self._prefix: list[int] = []
+        self._seq_capacity = n_seq - (1 if self.share_prefix else 0)
+        self._free_seqs = list(range(self._seq_capacity))
         self._reserved = 0
         self._jobs: list[_PromptJob] = []
         self._decoding: list[Sample] = []
@@ -181,6 +199,8 @@ class Generator:
                 self._step()
         finally:
             self._finish_all("cancelled")
+            if self._prefix:
+                self.engine.ctx.seq_remove(self._prefix_seq, -1, -1)
         return self._results
 
     def close_request(self, request: GenRequest, reason: str) -> None:
@@ -214,7 +234,7 @@ class Generator:
 
     def _admit(self) -> bool:
         """Start waiting requests while sequence ids and KV cells allow; True if work remains."""
-        n_ctx, n_seq_max = self.engine.n_ctx, self.engine.config.n_seq_max
+        n_ctx, n_seq_max = self.engine.n_ctx, self._seq_capacity
         while (request := self._next_request()) is not None:
             need, seqs = request.kv_cells(), _seqs_needed(request)
             if need > n_ctx or seqs > n_seq_max or not request.prompt:
@@ -246,12 +266,29 @@ class Generator:
         else:
             for seq in seq_ids:
                 engine.ctx.seq_remove(seq, -1, -1)
+            start = self._shared_prefix_len(request.prompt)
+            for seq in seq_ids if start else ():
+                engine.ctx.seq_copy(self._prefix_seq, seq, 0, start)
         for seq in seq_ids:
             engine.cached.pop(seq, None)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
         state.launched = live
         self._jobs.append(_PromptJob(state, seq_ids, fork_ids, start))
+
+    def _shared_prefix_len(self, prompt: list[int]) -> int:
+        shared = min(_common_prefix(self._prefix, prompt), len(prompt) - 1)
+        return shared if shared >= MIN_SHARED_PREFIX else 0
+
+    def _hold_prefix(self, job: _PromptJob) -> None:
+        """Keep the first evaluated prompt's KV in the prefix sequence for later requests."""
+        prompt = job.state.request.prompt
+        keep = min(len(prompt) - 1, PREFIX_CAP)
+        if self._prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
+            return
+        self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq, 0, keep)
+        self._prefix = prompt[:keep]
+        self._reserved += keep
 
     def _launch_late_sample(self, state: _RequestState) -> None:
         """Start one more sample from the held prompt: copy its KV, re-evaluate only the last token."""
@@ -293,6 +330,9 @@ class Generator:
         started = time.perf_counter()
         engine.ctx.decode(batch)
         elapsed = time.perf_counter() - started
+        if rows and batch.n == len(rows):
+            self.stats.pure_decode_rows += len(rows)
+            self.stats.pure_decode_s += elapsed
         if rows:
             self.stats.decode_s += elapsed
             self.stats.decode_rows += len(rows)
@@ -305,6 +345,7 @@ class Generator:
                 self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
         for job in filled:
             if job in self._jobs:  # not dropped by a hook meanwhile
+                self._hold_prefix(job)
                 self._jobs.remove(job)
                 self._fork_samples(job)
         self._decoding = [s for s in self._decoding if not s.done]

@@ -6,7 +6,7 @@ they all share the same validation, the same plan and the same engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ContextOverflowError
@@ -58,10 +58,7 @@ class LoadedModel:
         trained = int(self.info.arch_value("context_length", 0) or 0)
         n_seq = max(1, self.request.n_seq)
         if self.request.ctx is None and (not trained or tokens_needed <= trained * n_seq):
-            # the planner's ctx is per sequence; the engine's cells are shared by all of them
-            per_seq = -(-tokens_needed // (CONTEXT_STEP * n_seq)) * CONTEXT_STEP
-            self.plan = _plan(self.info, self.request, ctx=per_seq)
-            self.engine.reconfigure(context_config(self.plan))
+            self.resize(n_seq, tokens_needed)
             return
         limit = self.engine.n_ctx
         raise ContextOverflowError(
@@ -69,6 +66,17 @@ class LoadedModel:
             f"{tokens_needed - limit} tokens over",
             hint="raise --ctx (up to the model's trained context), lower --max-tokens or shorten the prompt",
         )
+
+    def resize(self, n_seq: int, tokens_needed: int) -> None:
+        """Re-plan and rebuild the context for `n_seq` sequences sharing `tokens_needed` KV cells.
+
+        The weights stay loaded; the KV cache starts empty. The planner's ctx is per sequence,
+        while the engine's cells are shared by all sequences (kv_unified).
+        """
+        self.request = replace(self.request, n_seq=max(1, n_seq))
+        per_seq = -(-tokens_needed // (CONTEXT_STEP * self.request.n_seq)) * CONTEXT_STEP
+        self.plan = _plan(self.info, self.request, ctx=per_seq)
+        self.engine.reconfigure(context_config(self.plan))
 
     def close(self) -> None:
         self.engine.close()

@@ -88,6 +88,23 @@ def test_batched_greedy_matches_one_at_a_time(engine):
     assert [r[0].tokens for r in together] == [a.tokens for a in alone]
 
 
+def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
+    texts = ["Name three fruits.", "What is 2+2?", "Say hello in French.", "Describe the sea.", "Count to five."]
+    system = "<|im_start|>system\nYou are a careful assistant who answers briefly and politely.<|im_end|>\n"
+
+    def requests():
+        return [GenRequest(engine.tokenize(system + f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n"),
+                           GREEDY, 10) for t in texts]
+
+    plain = Generator(engine)
+    expected = plain.run(requests())
+    shared = Generator(engine, share_prefix=True)
+    got = shared.run(requests())
+    assert shared.stats.prompt_reused >= 8 * (len(texts) - 1)  # the system prompt, once per later request
+    assert shared.stats.prompt_tokens < plain.stats.prompt_tokens
+    assert [r[0].tokens[:6] for r in got] == [r[0].tokens[:6] for r in expected]
+
+
 def test_prefix_reuse_evaluates_only_new_tokens(engine):
     first = prompt(engine, "Tell me a fact about owls.")
     generator = Generator(engine)

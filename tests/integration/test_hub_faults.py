@@ -6,19 +6,12 @@ import signal
 import time
 
 import pytest
-from hub_server import file_sha256, gguf_bytes, hearth_cli, hearth_process, start_hub
+from hub_server import file_sha256, gguf_bytes, hearth_cli, hearth_process
 
 from hearth.errors import HubError, IntegrityError
 from hearth.hub import pull
 
 FILLER = 2 << 20  # big enough to cut in the middle, small enough to stay fast
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = start_hub(tmp_path / "hub-root", monkeypatch)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -7,17 +7,10 @@ import json
 import os
 
 import pytest
-from hub_server import file_sha256, gguf_bytes, hearth_cli, hearth_process, start_hub
+from hub_server import file_sha256, gguf_bytes, hearth_cli, hearth_process
 
 from hearth.hub import store
 from hearth.runtime.models import resolve_model
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = start_hub(tmp_path / "hub-root", monkeypatch)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hub_server import TEMPLATE, gguf_bytes, hearth_cli, start_hub
+from hub_server import TEMPLATE, gguf_bytes, hearth_cli
 
 from hearth.hub import store
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = start_hub(tmp_path / "hub-root", monkeypatch)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
