@@ -132,6 +132,10 @@ class Hooks:
     def should_cancel(self) -> bool:
         return False
 
+    def may_launch(self, request: GenRequest, live: int) -> bool:
+        """Whether to start another sample of `request` now, `live` of its samples running."""
+        return True
+
 
 @dataclass
 class _PromptJob:
@@ -437,9 +441,22 @@ class Generator:
         self._hooks.on_finish(sample)
         state = self._states.get(id(request))
         if state is not None:
-            if not state.closed and state.launched < request.n and state.holder is not None:
-                self._launch_late_sample(state)
+            self._launch_more(state)
             self._maybe_done(state)
+
+    def _launch_more(self, state: _RequestState) -> None:
+        """Refill a request's live samples from its held prompt, while the caller wants more.
+
+        When nothing of the request is live any more, one sample is launched regardless, so a
+        request that has not reached n samples always makes progress.
+        """
+        request = state.request
+        live_cap = min(request.parallel or request.n, request.n)
+        while not state.closed and state.holder is not None and state.launched < request.n and self._free_seqs:
+            live = sum(not s.done for s in state.samples) + sum(j.state is state for j in self._jobs)
+            if live >= live_cap or (live and not self._hooks.may_launch(request, live)):
+                return
+            self._launch_late_sample(state)
 
     def _maybe_done(self, state: _RequestState) -> None:
         request = state.request

@@ -83,6 +83,18 @@ class _ReasoningHooks(Hooks):
         if self.on_update:
             self.on_update(sample, None)
 
+    def may_launch(self, request, live: int) -> bool:
+        """Lazy launching: wait while the running samples alone could settle the vote (if they
+        all agree with the leader); start more only once disagreement makes them insufficient."""
+        if not self.config.adaptive:
+            return True
+        leader = decide_stop(self.answers, live, self.config.stop_rule).leader
+        if leader is None:
+            return True
+        optimistic = decide_stop(self.answers + [leader] * live, self.config.k - len(self.answers) - live,
+                                 self.config.stop_rule)
+        return not optimistic.stop
+
     def on_finish(self, sample: Sample) -> None:
         self.finished.append(sample)
         if sample.finish_reason in ("cancelled", "vote_settled"):

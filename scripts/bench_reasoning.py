@@ -59,7 +59,7 @@ def same_number(answer: str | None, gold: str) -> bool:
         return answer == gold
 
 
-def run_modes(path: str, problems, k: int, max_tokens: int, threads: int) -> dict:
+def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str]) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.generate import Generator
     from hearth.runtime.gguf_file import read_gguf
@@ -87,6 +87,8 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int) -> dic
                 "adaptive": (sampled, ReasoningConfig(k=k, answer="number", adaptive=True)),
             }
             for name, (params, cfg) in runs.items():
+                if name not in only:
+                    continue
                 generator = Generator(engine)
                 params = SamplingParams(**{**params.__dict__, "seed": 1000 * seed + 1})
                 result = reason(generator, tokens, params, max_tokens, cfg)
@@ -139,6 +141,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=320)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64, help="tokens per sequence in the throughput comparison")
+    ap.add_argument("--modes", default="greedy,fixed,adaptive", help="which runs: greedy, fixed (K majority + weighted), adaptive")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the decode-throughput comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from hearth.runtime.engine import set_llama_logging
@@ -149,9 +153,12 @@ def main() -> None:
     for name in args.models:
         path = model_path(name)
         started = time.perf_counter()
-        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads)
-        ours = hearth_throughput(path, args.k, args.tokens, args.threads)
-        theirs = ceiling(path, args.k, args.tokens, args.threads)
+        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads, set(args.modes.split(",")))
+        if args.no_throughput:
+            ours, theirs = 0.0, {args.k: float("nan"), 1: None}
+        else:
+            ours = hearth_throughput(path, args.k, args.tokens, args.threads)
+            theirs = ceiling(path, args.k, args.tokens, args.threads)
         report.append({"model": Path(path).name, "problems": len(problems), "k": args.k, **modes,
                        "hearth_k_tok_s": round(ours, 1), "llama_cpp_k_tok_s": theirs.get(args.k),
                        "llama_cpp_1_tok_s": theirs.get(1),
