@@ -43,7 +43,7 @@ def test_batch_outputs_every_id_and_matches_single_runs(hearth, tmp_path):
 
 def test_bad_lines_get_error_records_and_the_rest_goes_on(hearth, tmp_path):
     src = tmp_path / "in.jsonl"
-    long_prompt = "word " * 2000  # more than the whole context of 2 sequences × 768
+    long_prompt = "word " * 3000  # more than the whole context: (2 + 1 prefix) sequences × 768
     write_jsonl(src, [
         {"id": 1, "prompt": "Hello"},
         '{"id": 2, "prompt": ',
