@@ -89,18 +89,21 @@ def test_batched_greedy_matches_one_at_a_time(engine):
 
 
 def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
-    texts = ["Name three fruits.", "What is 2+2?", "Say hello in French.", "Describe the sea.", "Count to five."]
+    texts = ["Name three fruits.", "What is 2+2?", "Say hello in French.", "Describe the sea.", "Count to five.",
+             "Name a bird.", "Name a tree.", "Name a river.", "Name a song.", "Name a star.", "Name a game."]
     system = "<|im_start|>system\nYou are a careful assistant who answers briefly and politely.<|im_end|>\n"
 
     def requests():
         return [GenRequest(engine.tokenize(system + f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n"),
-                           GREEDY, 10) for t in texts]
+                           GREEDY, 6) for t in texts]
 
     plain = Generator(engine)
     expected = plain.run(requests())
     shared = Generator(engine, share_prefix=True)
     got = shared.run(requests())
-    assert shared.stats.prompt_reused >= 8 * (len(texts) - 1)  # the system prompt, once per later request
+    # the first 8 requests start together (8 free sequences; the 9th holds the prefix); each
+    # request admitted later copies the system prompt's cells instead of evaluating them
+    assert shared.stats.prompt_reused >= 8 * (len(texts) - 8)
     assert shared.stats.prompt_tokens < plain.stats.prompt_tokens
     assert [r[0].tokens[:6] for r in got] == [r[0].tokens[:6] for r in expected]
 
