@@ -86,6 +86,8 @@ def batch(
             loaded.close()
     finally:
         writer.close()
+        if source is not sys.stdin:
+            source.close()
     out.info(f"{summary.lines} lines · {summary.errors} errors · {summary.tokens} tokens · "
              f"{summary.wall_s:.1f}s · {summary.tok_s} tok/s")
 
