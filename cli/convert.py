@@ -47,7 +47,10 @@ def convert(
     from ..quantize.quantize import normalize_type
 
     target = normalize_type(quant) if quant else outtype.upper()
-    folder = resolve_source(src, revision)
+    from .models import PullProgress
+
+    with _output.progress("bytes", enabled=not json_out) as bar:
+        folder = resolve_source(src, revision, PullProgress(bar))
     model_name = name or (src.rstrip("/").split("/")[-1] if not Path(src).exists() else folder.resolve().name)
     out = output or registry.models_dir(model_name) / f"{registry.safe_name(model_name)}-{target}.gguf"
     if out.exists() and not force:

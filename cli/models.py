@@ -20,7 +20,7 @@ from .app import command
 ModelArg = Annotated[str, typer.Argument(help="REPO:QUANT as `hearth list` shows it (REPO alone: all its quants).", show_default=False)]
 
 
-class _ProgressObserver:
+class PullProgress:
     """Shows `pull` progress: notes on stderr, one bytes/speed/ETA bar per file."""
 
     def __init__(self, bar):
@@ -67,7 +67,7 @@ def pull(
 
     out.set_verbosity(verbose)
     with out.progress("bytes", enabled=not json_out) as bar:
-        result = pull_model(reference, revision=revision, observer=_ProgressObserver(bar))
+        result = pull_model(reference, revision=revision, observer=PullProgress(bar))
     if result.note:
         out.warn(result.note)
     elif not result.downloaded_bytes:

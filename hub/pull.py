@@ -198,7 +198,7 @@ def pull_model(reference: str, revision: str | None = None, observer: PullObserv
         return _cached_result(reference, repo_id, "offline mode (HF_HUB_OFFLINE) is on")
     try:
         commit, files = list_repo(repo_id, revision)
-    except _Unreachable as exc:
+    except HubUnreachable as exc:
         return _cached_result(reference, repo_id, str(exc))
     model, reason = _select(repo_id, files, wanted, memory_budget)
     if reason:
@@ -207,16 +207,16 @@ def pull_model(reference: str, revision: str | None = None, observer: PullObserv
     chosen = [by_name[name] for name in model.files]
     cache = store.hub_cache_dir()
     storage = cache / store.repo_folder(repo_id)
-    check_free_space(_bytes_to_fetch(storage, chosen), free_bytes(cache), cache)
+    check_free_space(bytes_to_fetch(storage, chosen), free_bytes(cache), cache)
     result = PullResult(repo_id, model.label, model.quant, commit, reason=reason)
-    headers = _auth_headers()
+    headers = auth_headers()
     for remote in chosen:
         result.files.append(fetch_file(cache, repo_id, commit, remote, headers, observer))
-    _write_ref(storage, revision or "main", commit)
+    write_ref(storage, revision or "main", commit)
     return result
 
 
-class _Unreachable(Exception):
+class HubUnreachable(Exception):
     """The hub could not be reached (network down, 5xx): the cache may still answer."""
 
 
@@ -250,11 +250,11 @@ def list_repo(repo_id: str, revision: str | None) -> tuple[str, list[RemoteFile]
     except RevisionNotFoundError:
         raise HubError(f"revision {revision!r} not found in {repo_id}", hint="use a branch, tag or commit of the repo") from None
     except (httpx2.TransportError, OfflineModeIsEnabled) as exc:
-        raise _Unreachable(f"cannot reach the hub at {endpoint} ({type(exc).__name__})") from None
+        raise HubUnreachable(f"cannot reach the hub at {endpoint} ({type(exc).__name__})") from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         if status >= 500 or status in (408, 429):
-            raise _Unreachable(f"the hub at {endpoint} answered HTTP {status}") from None
+            raise HubUnreachable(f"the hub at {endpoint} answered HTTP {status}") from None
         if status in (401, 403):
             raise HubError(f"the hub refused access to {repo_id} (HTTP {status}): the token is invalid or lacks access",
                            hint="log in again (`hf auth login`) or set a valid HF_TOKEN") from None
@@ -290,7 +290,7 @@ def _select(repo_id: str, files: list[RemoteFile], wanted: str | None,
     return choice.model, choice.reason
 
 
-def _bytes_to_fetch(storage: Path, files: list[RemoteFile]) -> int:
+def bytes_to_fetch(storage: Path, files: list[RemoteFile]) -> int:
     needed = 0
     for remote in files:
         blob = storage / "blobs" / remote.etag
@@ -301,14 +301,14 @@ def _bytes_to_fetch(storage: Path, files: list[RemoteFile]) -> int:
     return max(needed, 0)
 
 
-def _auth_headers() -> dict[str, str]:
+def auth_headers() -> dict[str, str]:
     from huggingface_hub.utils import build_hf_headers
 
     # token=None: the token from HF_TOKEN or `hf auth login`, if any.
     return build_hf_headers(library_name="hearth")
 
 
-def _write_ref(storage: Path, revision: str, commit: str) -> None:
+def write_ref(storage: Path, revision: str, commit: str) -> None:
     if revision == commit or not store.is_safe_repo_path(revision):
         return
     from ..paths import atomic_write

@@ -157,41 +157,17 @@ def read_config(folder: Path) -> ModelConfig:
 # --------------------------------------------------------------------------------------------
 # where the checkpoint comes from
 
-_HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
-                 "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                 "chat_template.jinja", "chat_template.json", "generation_config.json"]
-
-
-def resolve_source(src: str, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a hub repo id, downloaded (safetensors only) to the HF cache."""
+def resolve_source(src: str, revision: str | None = None, observer=None) -> Path:
+    """A local folder as is; otherwise a hub repo id, fetched (safetensors only) into the HF cache
+    through hearth's verified, resumable download (`hub.checkpoint`)."""
     local = Path(src).expanduser()
     if local.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         if not local.is_dir():
             raise ConversionError(f"{src} is not a model folder", hint="give a folder with config.json, or OWNER/REPO")
         return local
-    return fetch_checkpoint(src, revision)
+    from ..hub.checkpoint import pull_checkpoint
 
-
-def fetch_checkpoint(repo_id: str, revision: str | None = None) -> Path:
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-    from ..errors import HubError
-
-    try:
-        files = HfApi().list_repo_files(repo_id, revision=revision)
-        if not any(f.endswith(".safetensors") for f in files):
-            pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-            raise ConversionError(
-                f"{repo_id} has no safetensors weights" + (" (only pickle: " + ", ".join(pickles[:3]) + ")" if pickles else ""),
-                hint="pickle files can run code when loaded; hearth converts safetensors only")
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_PATTERNS))
-    except RepositoryNotFoundError:
-        raise HubError(f"no such repo on the hub: {repo_id}", hint="check the name (OWNER/REPO)") from None
-    except HfHubHTTPError as exc:
-        raise HubError(f"hub request for {repo_id} failed: {exc}") from None
-    except OSError as exc:
-        raise HubError(f"cannot download {repo_id}: {exc}", hint="check the network, or pass a local folder") from None
+    return pull_checkpoint(src, revision, observer)
 
 
 # --------------------------------------------------------------------------------------------
