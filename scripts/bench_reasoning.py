@@ -59,7 +59,24 @@ def same_number(answer: str | None, gold: str) -> bool:
         return answer == gold
 
 
-def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str]) -> dict:
+def sample_record(engine, sample, answer_mode: str) -> dict:
+    """One fixed-mode sample for offline study of stopping rules (--dump): its answer, its tokens,
+    where its answer line was complete (what adaptive mode's per-sample stop would have kept), and
+    its per-token DeepConf confidences."""
+    from hearth.runtime.voting import answer_line_complete
+
+    answer_at = None
+    pieces = b""
+    for i, token in enumerate(sample.tokens, 1):
+        pieces += engine.model.piece(token)
+        if answer_line_complete(pieces.decode("utf-8", errors="replace"), answer_mode):
+            answer_at = i
+            break
+    return {"answer": sample.answer, "tokens": sample.tokens_n, "answer_at": answer_at,
+            "finish": sample.finish_reason, "confidences": [round(c, 3) for c in sample.token_confidences]}
+
+
+def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str], dump=None) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.generate import Generator
     from hearth.runtime.gguf_file import read_gguf
@@ -91,7 +108,17 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
                     continue
                 generator = Generator(engine)
                 params = SamplingParams(**{**params.__dict__, "seed": 1000 * seed + 1})
-                result = reason(generator, tokens, params, max_tokens, cfg)
+                captured = []
+                result = reason(generator, tokens, params, max_tokens, cfg,
+                                on_update=(lambda sample, answer: captured.append(sample)) if dump else None)
+                if name == "fixed" and dump is not None:
+                    finished = {id(s): s for s in captured if s.done}
+                    rows = []
+                    for s, r in zip(sorted(finished.values(), key=lambda s: s.index), result.samples):
+                        s.answer, s.tokens_n = r.answer, r.tokens
+                        rows.append(sample_record(engine, s, "number"))
+                    dump.write(json.dumps({"problem": seed, "gold": gold, "samples": rows}) + "\n")
+                    dump.flush()
                 if name == "fixed":
                     decode["rows"] += generator.stats.decode_rows
                     decode["seconds"] += generator.stats.decode_s
@@ -143,6 +170,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="tokens per sequence in the throughput comparison")
     ap.add_argument("--modes", default="greedy,fixed,adaptive", help="which runs: greedy, fixed (K majority + weighted), adaptive")
     ap.add_argument("--no-throughput", action="store_true", help="skip the decode-throughput comparison")
+    ap.add_argument("--dump", type=Path, help="write every fixed-mode sample (answer, tokens, confidences) as JSONL here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from hearth.runtime.engine import set_llama_logging
@@ -153,7 +181,10 @@ def main() -> None:
     for name in args.models:
         path = model_path(name)
         started = time.perf_counter()
-        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads, set(args.modes.split(",")))
+        dump = open(args.dump.with_suffix(f".{name}.jsonl"), "w") if args.dump else None
+        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads, set(args.modes.split(",")), dump)
+        if dump:
+            dump.close()
         if args.no_throughput:
             ours, theirs = 0.0, {args.k: float("nan"), 1: None}
         else:

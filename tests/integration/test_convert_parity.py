@@ -105,7 +105,8 @@ def sentencepiece_tokenizer(out: Path, style: str) -> Path:
 def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, ff: int = 128, **extra):
     common = dict(hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
-                  bos_token_id=None, eos_token_id=None, pad_token_id=None, **extra)
+                  bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    common.update(extra)
     head_dim = hidden // 4
     T = transformers
     return {
@@ -206,3 +207,44 @@ def test_other_outtypes_stay_close(outtype, bound, tokenizers, tmp_path):
     with torch.no_grad():
         theirs = model(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(ours - theirs).max() <= bound * np.abs(theirs).max()
+
+
+# RoPE scaling variants: HF applies them in its rotary embedding, llama.cpp from GGUF keys or the
+# rope_freqs / rope_factors tensors. Each case is also converted with its scaling stripped, and
+# that GGUF must miss the bound: the case really exercises the scaling.
+SHORT = [1.0, 1.3, 1.7, 2.2, 2.9, 3.6, 4.4, 5.0]  # per rotary frequency (head_dim 16 -> 8)
+ROPE_CASES = {
+    "llama3": ("llama", "llama-bpe", {"rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}),
+    "linear": ("llama", "llama-bpe", {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}}),
+    "longrope": ("phi3", "spm-phi3", {"original_max_position_embeddings": 256, "max_position_embeddings": 1024, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT, "long_factor": [f * 2 for f in SHORT],
+        "original_max_position_embeddings": 256}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROPE_CASES))
+def test_rope_scaling_matches_transformers(case, tokenizers, tmp_path):
+    arch, tokenizer, extra = ROPE_CASES[case]
+    folder = tmp_path / f"tiny-{case}"
+    model, tok = build_checkpoint(arch, tokenizers[tokenizer], folder, **extra)
+    result = convert_checkpoint(folder, tmp_path / "out.gguf", "f32")
+    ids = tok(MULTILINGUAL)["input_ids"][:48]
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0].float().numpy()
+    bound = RELATIVE_BOUND * np.abs(theirs).max()
+    # n_ctx within the original window: HF and llama.cpp both pick Phi-3's short factors there.
+    with OfflineModel(result.path, n_ctx=128) as llama:
+        ours = llama.logits(ids)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert np.abs(ours - theirs).max() <= bound
+
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("rope_scaling", None)
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    plain = convert_checkpoint(folder, tmp_path / "plain.gguf", "f32")
+    with OfflineModel(plain.path, n_ctx=128) as llama:
+        unscaled = llama.logits(ids)
+    assert np.abs(unscaled - theirs).max() > bound
