@@ -223,6 +223,7 @@ class StopRule:
     window: int | None = 4  # ESC window; None turns that rule off
     min_samples: int = 3  # answered samples before a probabilistic rule may stop
     prior: tuple[float, float] = (1.0, 1.0)
+    give_up: bool = False  # stop when no remaining samples could make the Beta rule pass
 
     def __post_init__(self):
         if not 0.5 < self.threshold <= 1:
@@ -264,4 +265,21 @@ def decide_stop(answers_so_far: Sequence[str | None], remaining: int, rule: Stop
         return StopDecision(True, "beta", leader, probability)
     if rule.window is not None and esc_window_agrees(answers_so_far, rule.window):
         return StopDecision(True, "esc_window", leader, probability)
+    if rule.give_up and not can_still_settle(counts, remaining, rule):
+        return StopDecision(True, "cannot_settle", leader, probability)
     return StopDecision(False, "undecided", leader, probability)
+
+
+def can_still_settle(counts: Mapping[str, int], remaining: int, rule: StopRule = StopRule()) -> bool:
+    """Whether some answer could still pass the Beta rule if every remaining sample voted for it.
+
+    When none could (e.g. four samples, four different answers, four to go: at best 5 to 1,
+    P = 0.94 < 0.95), the vote will end as a weak plurality however it goes; more samples
+    cost their tokens for little. `give_up` stops there.
+    """
+    ordered = sorted(counts.values(), reverse=True) + [0, 0]
+    for i, count in enumerate(ordered[:-1]):
+        rival = ordered[1] if i == 0 else ordered[0]
+        if beta_majority_probability(count + remaining, rival, rule.prior) >= rule.threshold:
+            return True
+    return False

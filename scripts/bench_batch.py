@@ -11,6 +11,7 @@ Prints aggregate tok/s for each and the ratios. Run it alone: two llama.cpp proc
 a 2-core machine ruin each other's numbers.
 
 usage: python scripts/bench_batch.py [default gemma PATH ...] [--prompts 64] [--tokens 64] [--parallel 16] [--threads 2]
+       [--flash-attn auto|on|off] [--quick (skip the one-at-a-time runs)] [--json]
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def prompts(n: int) -> list[str]:
     return [f"Write a few sentences about {TOPICS[i % len(TOPICS)]} (variation {i})." for i in range(n)]
 
 
-def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads: int) -> dict:
+def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads: int, flash_attn: bool | None = None,
+                sequential: bool = True) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.generate import GenRequest, Generator
     from hearth.runtime.gguf_file import read_gguf
@@ -44,7 +46,8 @@ def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads:
     info = read_gguf(path)
     params = SamplingParams(temperature=0.8, seed=1)
     # one more sequence than in flight: it holds the prompts' shared prefix (the template's system prompt)
-    config = ContextConfig(n_ctx=(parallel + 1) * (n_new + 64), n_seq_max=parallel + 1, n_threads=threads, n_threads_batch=threads)
+    config = ContextConfig(n_ctx=(parallel + 1) * (n_new + 64), n_seq_max=parallel + 1, n_threads=threads, n_threads_batch=threads,
+                           flash_attn=flash_attn)
     with Engine(path, config) as engine:
         model = engine.model
         token_lists = [engine.tokenize(build_prompt(info.chat_template, [{"role": "user", "content": t}],
@@ -57,12 +60,14 @@ def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads:
         batch_tokens = sum(len(r[0].tokens) for r in results)
         stats = generator.stats
         started = time.perf_counter()
-        seq_tokens = sum(len(Generator(engine).run([GenRequest(t, params, n_new)])[0][0].tokens) for t in token_lists)
+        seq_tokens = sum(len(Generator(engine).run([GenRequest(t, params, n_new)])[0][0].tokens)
+                         for t in (token_lists if sequential else []))
         seq_s = time.perf_counter() - started
     return {"batch_tok_s": batch_tokens / batch_s, "batch_decode_tok_s": stats.decode_rows / stats.decode_s,
             "batch_pure_decode_tok_s": stats.pure_decode_rows / stats.pure_decode_s if stats.pure_decode_s else 0.0,
             "prompt_reused": stats.prompt_reused, "prompt_evaluated": stats.prompt_tokens,
-            "batch_tokens": batch_tokens, "batch_s": batch_s, "sequential_tok_s": seq_tokens / seq_s,
+            "batch_tokens": batch_tokens, "batch_s": batch_s, "sequential_tok_s": seq_tokens / seq_s if seq_tokens else float("nan"),
+            "rows_per_decode_call": stats.decode_rows / max(1, stats.decode_calls),
             "token_lists": token_lists}
 
 
@@ -99,6 +104,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--quick", action="store_true", help="skip the one-at-a-time runs (hearth and Llama)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from hearth.runtime.engine import set_llama_logging
@@ -107,14 +114,17 @@ def main() -> None:
     report = []
     for name in args.models:
         path = model_path(name)
-        row = hearth_runs(path, prompts(args.prompts), args.tokens, args.parallel, args.threads)
-        llama_tok_s = llama_sequential(path, row.pop("token_lists"), args.tokens, args.threads)
+        flash = {"auto": None, "on": True, "off": False}[args.flash_attn]
+        row = hearth_runs(path, prompts(args.prompts), args.tokens, args.parallel, args.threads, flash, not args.quick)
+        token_lists = row.pop("token_lists")
+        llama_tok_s = float("nan") if args.quick else llama_sequential(path, token_lists, args.tokens, args.threads)
         best = ceiling(path, args.parallel, args.tokens, args.threads)
         report.append({
             "model": Path(path).name, "prompts": args.prompts, "tokens": args.tokens, "parallel": args.parallel,
             "hearth_batch_tok_s": round(row["batch_tok_s"], 1),
             "hearth_batch_decode_tok_s": round(row["batch_decode_tok_s"], 1),
             "hearth_pure_decode_tok_s": round(row["batch_pure_decode_tok_s"], 1),
+            "rows_per_decode_call": round(row["rows_per_decode_call"], 2), "flash_attn": args.flash_attn,
             "prompt_tokens_reused": row["prompt_reused"], "prompt_tokens_evaluated": row["prompt_evaluated"],
             "hearth_sequential_tok_s": round(row["sequential_tok_s"], 1),
             "llama_sequential_tok_s": round(llama_tok_s, 1),
@@ -130,7 +140,7 @@ def main() -> None:
         return
     for r in report:
         print(f"\n{r['model']}: {r['prompts']} prompts × {r['tokens']} tokens, {r['parallel']} in flight")
-        for key in ("hearth_batch_tok_s", "hearth_batch_decode_tok_s", "hearth_pure_decode_tok_s",
+        for key in ("hearth_batch_tok_s", "hearth_batch_decode_tok_s", "hearth_pure_decode_tok_s", "rows_per_decode_call",
                     "prompt_tokens_reused", "prompt_tokens_evaluated", "hearth_sequential_tok_s",
                     "llama_sequential_tok_s", "llama_cpp_ceiling_tok_s", "batch_vs_sequential",
                     "batch_vs_llama_sequential", "batch_decode_vs_ceiling", "pure_decode_vs_ceiling",

@@ -7,7 +7,7 @@ with accuracy, total generated tokens and wall time for each; and hearth's K-seq
 throughput next to llama.cpp's own batched decode ceiling (../shared/tools/llama_batched_ceiling.py,
 same model, same threads, same K, same short prompt, run as a subprocess right after).
 
-usage: python scripts/bench_reasoning.py [qwen default gemma PATH ...] [-n 50] [-k 8] [--max-tokens 320] [--threads 2] [--json]
+usage: python scripts/bench_reasoning.py [qwen default gemma PATH ...] [-n 50] [--offset 0] [-k 8] [--max-tokens 320] [--threads 2] [--json]
 Run it alone: another llama.cpp process on the same 2 cores ruins both.
 """
 
@@ -38,10 +38,12 @@ def model_path(name: str) -> str:
     return base_model_path(name)
 
 
-def load_problems(n: int) -> list[tuple[str, str]]:
+def load_problems(n: int, offset: int = 0) -> list[tuple[str, str]]:
     problems = []
     with open(GSM8K, encoding="utf-8") as handle:
-        for line in handle:
+        for index, line in enumerate(handle):
+            if index < offset:
+                continue
             row = json.loads(line)
             gold = row["answer"].split("####")[-1].strip().replace(",", "")
             problems.append((row["question"], gold))
@@ -164,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("models", nargs="*", default=["qwen", "default"])
     ap.add_argument("-n", "--problems", type=int, default=50)
+    ap.add_argument("--offset", type=int, default=0, help="skip this many problems first (a held-out slice for tuning)")
     ap.add_argument("-k", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=320)
     ap.add_argument("--threads", type=int, default=2)
@@ -176,7 +179,7 @@ def main() -> None:
     from hearth.runtime.engine import set_llama_logging
 
     set_llama_logging(False)
-    problems = load_problems(args.problems)
+    problems = load_problems(args.problems, args.offset)
     report = []
     for name in args.models:
         path = model_path(name)
@@ -190,7 +193,7 @@ def main() -> None:
         else:
             ours = hearth_throughput(path, args.k, args.tokens, args.threads)
             theirs = ceiling(path, args.k, args.tokens, args.threads)
-        report.append({"model": Path(path).name, "problems": len(problems), "k": args.k, **modes,
+        report.append({"model": Path(path).name, "problems": len(problems), "offset": args.offset, "k": args.k, **modes,
                        "hearth_k_tok_s": round(ours, 1), "llama_cpp_k_tok_s": theirs.get(args.k),
                        "llama_cpp_1_tok_s": theirs.get(1),
                        "throughput_vs_ceiling": round(ours / theirs[args.k], 3),

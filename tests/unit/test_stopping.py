@@ -11,6 +11,7 @@ from hearth.runtime.stopping import (
     StopRule,
     WindowedConfidence,
     beta_majority_probability,
+    can_still_settle,
     cannot_lose,
     confidence_bar,
     decide_stop,
@@ -256,7 +257,25 @@ DECIDE_CASES = [
     (["a", "b", "a", "a", "a", "a"], 2, StopRule(), True, "cannot_lose", "a"),  # 5 > 1 + 2
     (["a", "a"], 1, StopRule(), True, "cannot_lose", "a"),  # certain even below min_samples
     (["a", "b", "a", "b", "c"], 0, StopRule(), True, "all_done", "a"),
+    # give_up: 4 different answers, 4 to go: at best 5 to 1, Beta(6, 2) = 15/16 < 0.95
+    (["a", "b", "c", "d"], 4, StopRule(give_up=True), True, "cannot_settle", "a"),
+    (["a", "b", "c", "d"], 4, StopRule(), False, "undecided", "a"),
+    (["a", "b", "c"], 5, StopRule(give_up=True), False, "undecided", "a"),  # 6 to 1 still possible: 0.965
+    (["a", "a", "b", "b"], 4, StopRule(give_up=True), True, "cannot_settle", "a"),  # at best 6 to 2: 0.91
+    (["a", "a", "a", "b"], 4, StopRule(give_up=True), False, "undecided", "a"),
 ]
+
+
+@pytest.mark.parametrize(("counts", "remaining", "settle"), [
+    ({}, 4, True),  # Beta(5, 1) = 31/32
+    ({}, 3, False),  # Beta(4, 1) = 15/16
+    ({"a": 1, "b": 1, "c": 1, "d": 1}, 4, False),
+    ({"a": 1, "b": 1, "c": 1, "d": 1}, 5, True),  # 6 to 1
+    ({"a": 2, "b": 2}, 5, False),  # 7 to 2: Beta(8, 3) = 0.9453
+    ({"a": 2, "b": 2}, 6, True),  # 8 to 2: Beta(9, 3) = 0.967
+])
+def test_can_still_settle(counts, remaining, settle):
+    assert can_still_settle(counts, remaining, StopRule(give_up=True)) == settle
 
 
 @pytest.mark.parametrize(("answers", "remaining", "rule", "stop", "reason", "leader"), DECIDE_CASES)
