@@ -242,3 +242,21 @@ def test_session_flag_resumes_and_saves_after_every_step(isolated_home):
     broken = chat_in("Hello?\n")
     assert broken.returncode != 0 and "not valid JSON" in broken.stderr.decode()
     assert (isolated_home / "sessions" / "garden.json").read_text() == "{not json"  # not overwritten
+
+
+def test_ctrl_r_finds_a_line_from_an_earlier_session(chat_factory, isolated_home):
+    first = chat_factory(*FAST)
+    assert first.say("Tell me one zebra fact.").strip()
+    assert first.say("What is two plus two?").strip()
+    assert first.close() == 0
+
+    second = chat_factory(*FAST)
+    second.child.send("\x12")  # Ctrl-R: reverse incremental search through the saved history
+    second.child.send("zebra")
+    second.expect("I-search backward:")
+    second.expect("Tell me one ")  # the match is shown while typing (its "zebra" highlighted)
+    second.child.send("\r")  # Enter ends the search with the match in the edit buffer
+    second.say("")  # Enter again sends it
+    assert "saved 2 turns" in second.say("/save found")
+    turns = json.loads((isolated_home / "sessions" / "found.json").read_text())["turns"]
+    assert turns[0] == {**turns[0], "role": "user", "content": "Tell me one zebra fact."}
