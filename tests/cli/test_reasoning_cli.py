@@ -33,10 +33,10 @@ def test_adaptive_stops_once_the_vote_is_settled(hearth):
     # near-greedy sampling: the samples agree, so the vote settles before all 8 are drawn
     result = run_json(hearth, "--samples", "8", "--temp", "0.05", "--seed", "3")
     assert result["stopped_early"] is True
-    assert result["stop_reason"] in ("cannot_lose", "beta", "esc_window")
+    assert result["stop_reason"] in ("cannot_lose", "beta", "esc_window")  # agreeing samples: not cannot_settle
     finished = [s for s in result["samples"] if s["finish_reason"] in ("stop", "length", "answer")]
     assert len(finished) < 8
-    assert result["votes"][result["answer"]]["count"] >= 4
+    assert result["votes"][result["answer"]]["count"] >= 3  # ESC's window of 3 agreeing answers at least
     assert result["tokens_saved_est"] > 0
 
 
