@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import HubError, IntegrityError
 from . import store
-from .pull import (HubUnreachable, PullObserver, SilentObserver, auth_headers, bytes_to_fetch, check_free_space,
-                   fetch_file, free_bytes, list_repo, offline_mode, write_ref)
+from .pull import (PullObserver, SilentObserver, auth_headers, bytes_to_fetch, check_free_space, fetch_file,
+                   free_bytes, hub_listing, write_ref)
 
 CHECKPOINT_PATTERNS = ("config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json",
                        "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -31,12 +31,10 @@ def checkpoint_files(names: list[str]) -> list[str]:
 def pull_checkpoint(repo_id: str, revision: str | None = None, observer: PullObserver | None = None) -> Path:
     """Download (or find in the cache) a checkpoint; returns its snapshot folder."""
     observer = observer or SilentObserver()
-    if offline_mode():
-        return cached_checkpoint(repo_id, revision, "offline mode (HF_HUB_OFFLINE) is on")
-    try:
-        commit, files = list_repo(repo_id, revision)
-    except HubUnreachable as exc:
-        return cached_checkpoint(repo_id, revision, str(exc))
+    listing, why = hub_listing(repo_id, revision)
+    if listing is None:
+        return cached_checkpoint(repo_id, revision, why)
+    commit, files = listing
     wanted = set(checkpoint_files([f.name for f in files]))
     if not any(name.endswith(".safetensors") for name in wanted):
         pickles = [f.name for f in files if f.name.endswith(PICKLE_SUFFIXES)]

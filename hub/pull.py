@@ -194,12 +194,10 @@ def pull_model(reference: str, revision: str | None = None, observer: PullObserv
     if parsed is None:
         raise UsageError(f"{reference!r} is not a hub reference", hint="use REPO[:QUANT], e.g. org/Model-GGUF:Q4_K_M")
     repo_id, wanted = parsed
-    if offline_mode():
-        return _cached_result(reference, repo_id, "offline mode (HF_HUB_OFFLINE) is on")
-    try:
-        commit, files = list_repo(repo_id, revision)
-    except HubUnreachable as exc:
-        return _cached_result(reference, repo_id, str(exc))
+    listing, why = hub_listing(repo_id, revision)
+    if listing is None:
+        return _cached_result(reference, repo_id, why)
+    commit, files = listing
     model, reason = _select(repo_id, files, wanted, memory_budget)
     if reason:
         observer.note(f"chose {reason}")
@@ -218,6 +216,16 @@ def pull_model(reference: str, revision: str | None = None, observer: PullObserv
 
 class HubUnreachable(Exception):
     """The hub could not be reached (network down, 5xx): the cache may still answer."""
+
+
+def hub_listing(repo_id: str, revision: str | None) -> tuple[tuple[str, list["RemoteFile"]] | None, str]:
+    """((commit, files), "") from the hub, or (None, why) when the cache must answer instead."""
+    if offline_mode():
+        return None, "offline mode (HF_HUB_OFFLINE) is on"
+    try:
+        return list_repo(repo_id, revision), ""
+    except HubUnreachable as exc:
+        return None, str(exc)
 
 
 def _cached_result(reference: str, repo_id: str, why: str) -> PullResult:

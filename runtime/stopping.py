@@ -4,7 +4,9 @@ Per question, after each finished sample the engine calls `decide_stop(answers, 
 - the leader cannot lose even if every remaining sample votes for the runner-up;
 - Adaptive-Consistency (Aggarwal et al. 2023): with counts v1 >= v2 of the top two answers,
   P(p1 > p2) = P(X > 1/2) for X ~ Beta(v1 + 1, v2 + 1) passes a threshold (0.95);
-- Early-Stopping Self-Consistency (Li et al. 2024): the last `window` answers all agree.
+- Early-Stopping Self-Consistency (Li et al. 2024): the last `window` answers all agree;
+- optionally (`give_up`), no answer could still pass the Beta threshold even if every remaining
+  sample voted for it: the vote will end as a weak plurality, so stop spending on it.
 
 Per sample, DeepConf (Fu et al. 2025): a token's confidence is minus the mean log-probability of
 the top-k candidates at that step (a peaked distribution leaves the other candidates very

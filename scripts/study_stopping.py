@@ -9,15 +9,19 @@ checked with hearth's own `decide_stop` after each finished sample — and print
 tokens for each policy next to the full K-sample vote. It calls hearth's real rule functions, so
 a policy that wins here is the code path the engine runs; the real benchmark confirms it.
 
-usage: python scripts/study_stopping.py DUMP.jsonl [--policies NAME,...]
+usage: python scripts/study_stopping.py DUMP.jsonl [--policies NAME,...] [--grid]
+(--grid: every combination of live samples, ESC window, DeepConf keep/window/warm-up and the
+give-up rule; prints the policies that set a new best accuracy as the token share grows)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import dataclass, replace
 
+from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE
 from hearth.runtime.stopping import StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence
 from hearth.runtime.voting import SampleResult, vote
 
@@ -35,6 +39,7 @@ class Policy:
 
 
 POLICIES = {
+    "hearth": Policy(parallel=2, warmup=2, window=32, rule=ADAPTIVE_STOP_RULE),  # ReasoningConfig's defaults
     "current": Policy(),
     "esc3": Policy(rule=StopRule(window=3)),
     "esc3-p3": Policy(parallel=3, rule=StopRule(window=3)),
@@ -131,12 +136,42 @@ def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int
     return vote(results, policy.method).answer, tokens
 
 
+def score(problems: list[dict], policy: Policy) -> tuple[int, float]:
+    """(problems answered right, tokens as a share of drawing all K samples) under a policy."""
+    k = len(problems[0]["samples"])
+    full = sum(s["tokens"] for p in problems for s in p["samples"])
+    got = spent = 0
+    for p in problems:
+        answer, tokens = replay(p["samples"], k, policy)
+        got += same_number(answer, p["gold"])
+        spent += tokens
+    return got, spent / full
+
+
+def grid(problems: list[dict]) -> None:
+    rows = []
+    for par, esc, keep, give, win, warm in itertools.product([2, 3, 4], [3, 4, None], [10, 50, 90], [False, True],
+                                                             [32, 64], [2, 3]):
+        policy = Policy(parallel=par, warmup=warm, keep_top_percent=keep, window=win,
+                        rule=StopRule(window=esc, give_up=give))
+        got, share = score(problems, policy)
+        rows.append((share, got, f"parallel {par}, ESC {esc}, keep {keep}%, give-up {give}, window {win}, warm-up {warm}"))
+    best = -1
+    for share, got, name in sorted(rows):
+        if got > best:
+            print(f"{share:5.2f} of the tokens  {got}/{len(problems)} right  {name}")
+            best = got
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dump")
     ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--grid", action="store_true")
     args = ap.parse_args()
     problems = [json.loads(line) for line in open(args.dump, encoding="utf-8")]
+    if args.grid:
+        return grid(problems)
     k = len(problems[0]["samples"])
     full_tokens = sum(s["tokens"] for p in problems for s in p["samples"])
     correct = {m: 0 for m in ("majority", "weighted")}
