@@ -144,9 +144,9 @@ class ChatSession:
 
     def respond_reasoning(self, on_update: Callable, on_trim: Callable | None = None) -> tuple[TurnResult, object]:
         """Answer the last user message by voting over `self.samples` samples (reasoning mode)."""
-        from ..runtime.reasoning import ReasoningConfig, reason
+        from ..runtime.reasoning import ReasoningConfig, parallel_for, reason
 
-        config = ReasoningConfig(k=self.samples)
+        config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0))
         try:
             self._ensure_sequences(config.live_samples() + (1 if config.live_samples() < self.samples else 0))
             tokens, trimmed = self.fit(min(self.max_tokens, self.n_ctx // 2))

@@ -9,13 +9,14 @@ def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p,
                   ctx, threads, gpu_layers, samples, vote, answer, adaptive, show_reasoning, json_out, verbose):
     from ..runtime.generate import Generator
     from ..runtime.prompts import reasoning_prompt
-    from ..runtime.reasoning import ReasoningConfig, reason
+    from ..runtime.reasoning import ReasoningConfig, parallel_for, reason
     from ..runtime.session import PlanRequest, load_model
     from ..runtime.voting import parse_answer_mode
     from .run import sampling_from_flags
 
     parse_answer_mode(answer)  # a bad --answer fails before the model loads
-    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
+    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive,
+                             parallel=parallel_for(samples, _layers_on_gpu(gpu_layers)))
     params = sampling_from_flags(temp, top_k, top_p, min_p, repeat_penalty, seed, default_temp=0.7)
     question = reasoning_prompt(text, answer) if answer == "number" else text
     out.detail(f"reasoning prompt:\n{question}")
@@ -33,6 +34,16 @@ def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p,
         _report(result, loaded.name, show_reasoning, json_out)
     finally:
         loaded.close()
+
+
+def _layers_on_gpu(gpu_layers: int | None) -> bool:
+    """Whether the plan will put layers on a GPU (a GPU, an offloading build, not --gpu-layers 0)."""
+    if gpu_layers == 0:
+        return False
+    from ..runtime.hardware import detect_hardware
+
+    hw = detect_hardware()
+    return hw.gpu_offload and bool(hw.gpus)
 
 
 class _LiveView:

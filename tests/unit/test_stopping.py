@@ -292,3 +292,12 @@ def test_adaptive_run_stops_where_worked_out_by_hand():
     assert first_stop == 6
     assert decisions[first_stop - 1].reason == "cannot_lose"
     assert decisions[3].probability == pytest.approx(13 / 16)  # 3 vs 1 after four samples
+
+
+def test_adaptive_runs_two_live_samples_on_a_cpu_and_all_k_on_a_gpu():
+    from hearth.runtime.reasoning import ReasoningConfig, parallel_for
+
+    assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=False)).live_samples() == 2
+    assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=True)).live_samples() == 8
+    assert ReasoningConfig(k=8, adaptive=False).live_samples() == 8
+    assert ReasoningConfig(k=1).live_samples() == 1
