@@ -11,7 +11,7 @@ def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p,
     from ..runtime.prompts import reasoning_prompt
     from ..runtime.reasoning import ReasoningConfig, parallel_for, reason
     from ..runtime.session import PlanRequest, load_model
-    from ..runtime.voting import parse_answer_mode
+    from ..runtime.answers import parse_answer_mode
     from .run import sampling_from_flags
 
     parse_answer_mode(answer)  # a bad --answer fails before the model loads

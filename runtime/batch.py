@@ -261,8 +261,9 @@ def result_record(item: BatchItem, samples: list) -> dict:
     if item.samples == 1 or len(samples) == 1:
         sample = samples[0]
         return {"id": item.id, "text": sample.text, "finish_reason": sample.finish_reason, "usage": usage}
+    from .answers import final_answer
     from .stopping import lowest_group_confidence
-    from .voting import SampleResult, final_answer, vote
+    from .voting import SampleResult, vote
 
     results = [SampleResult(s.text, final_answer(s.text, "auto"), max(0.0, lowest_group_confidence(s.token_confidences, 64)),
                             len(s.tokens)) for s in samples]

@@ -1,6 +1,6 @@
 """The reasoning prompt: step-by-step work that ends with an answer line `voting` can read.
 
-The answer line asked for is the first form each extractor looks for (see `runtime/voting.py`),
+The answer line asked for is the first form each extractor looks for (see `runtime/answers.py`),
 so a sample that follows the instruction votes, and its sequence can stop as soon as that line is
 written (`answer_line_complete`). The instruction follows the question, the way math-tuned
 instruct models (Qwen2.5 among them) were trained to see it.
@@ -9,7 +9,7 @@ instruct models (Qwen2.5 among them) were trained to see it.
 from __future__ import annotations
 
 from ..errors import UsageError
-from .voting import parse_answer_mode
+from .answers import parse_answer_mode
 
 _ANSWER_LINE_HINTS = {
     "number": 'End with a final line of the form "#### <number>": the number alone, no units.',

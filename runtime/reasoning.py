@@ -18,7 +18,8 @@ from .generate import GenRequest, Generator, Hooks, Sample
 from .sampling import SamplingParams
 from .stopping import (StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence,
                        should_cut)
-from .voting import SampleResult, VoteResult, answer_line_complete, final_answer, vote
+from .answers import answer_line_complete, final_answer
+from .voting import SampleResult, VoteResult, vote
 
 CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
 

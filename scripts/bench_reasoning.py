@@ -65,7 +65,7 @@ def sample_record(engine, sample, answer_mode: str) -> dict:
     """One fixed-mode sample for offline study of stopping rules (--dump): its answer, its tokens,
     where its answer line was complete (what adaptive mode's per-sample stop would have kept), and
     its per-token DeepConf confidences."""
-    from hearth.runtime.voting import answer_line_complete
+    from hearth.runtime.answers import answer_line_complete
 
     answer_at = None
     pieces = b""

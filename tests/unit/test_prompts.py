@@ -6,7 +6,7 @@ import pytest
 
 from hearth.errors import UsageError
 from hearth.runtime.prompts import answer_line_hint, reasoning_prompt
-from hearth.runtime.voting import answer_line_complete, final_answer
+from hearth.runtime.answers import answer_line_complete, final_answer
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,15 @@ from fractions import Fraction
 import pytest
 
 from hearth.errors import UsageError
-from hearth.runtime.voting import (
-    SampleResult,
+from hearth.runtime.answers import (
     answer_line_complete,
     extract_answer,
     final_answer,
     format_number,
     normalize_answer,
     parse_answer_mode,
-    vote,
 )
+from hearth.runtime.voting import SampleResult, vote
 
 
 def mismatches(function, cases):
