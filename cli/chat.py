@@ -148,7 +148,7 @@ class ChatSession:
 
         config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0))
         try:
-            self._ensure_sequences(config.live_samples() + (1 if config.live_samples() < self.samples else 0))
+            self._ensure_sequences(config.sequences_needed())
             tokens, trimmed = self.fit(min(self.max_tokens, self.n_ctx // 2))
             per_sample = min(self.max_tokens, (self.n_ctx - len(tokens)) // self.samples)
             if per_sample < 16:

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import _output as out
 
 
 def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p, repeat_penalty, seed, stop,
                   ctx, threads, gpu_layers, samples, vote, answer, adaptive, show_reasoning, json_out, verbose):
+    from ..runtime.answers import parse_answer_mode
     from ..runtime.generate import Generator
     from ..runtime.prompts import reasoning_prompt
     from ..runtime.reasoning import ReasoningConfig, parallel_for, reason
     from ..runtime.session import PlanRequest, load_model
-    from ..runtime.answers import parse_answer_mode
     from .run import sampling_from_flags
 
     parse_answer_mode(answer)  # a bad --answer fails before the model loads
-    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive,
-                             parallel=parallel_for(samples, _layers_on_gpu(gpu_layers)))
+    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
     params = sampling_from_flags(temp, top_k, top_p, min_p, repeat_penalty, seed, default_temp=0.7)
     question = reasoning_prompt(text, answer) if answer == "number" else text
     out.detail(f"reasoning prompt:\n{question}")
-    n_seq = config.live_samples() + (1 if config.live_samples() < samples else 0)
-    loaded = load_model(model, PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq,
+    loaded = load_model(model, PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers, n_seq=config.sequences_needed(),
                                            max_tokens=max_tokens * samples), verbose=verbose >= 2)
     try:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
         tokens = loaded.prompt_tokens(messages)
-        loaded.ensure_context(len(tokens) + samples * max_tokens)
+        needed = len(tokens) + samples * max_tokens
+        config = replace(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0))
+        if config.sequences_needed() > loaded.engine.config.n_seq_max:  # on a GPU: all K at once
+            loaded.resize(config.sequences_needed(), max(needed, loaded.engine.n_ctx))
+        loaded.ensure_context(needed)
         with out.live_text(enabled=not json_out) as live:
             view = _LiveView(samples, live)
             result = reason(Generator(loaded.engine), tokens, params, max_tokens, config, tuple(stop or ()),
@@ -34,16 +38,6 @@ def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p,
         _report(result, loaded.name, show_reasoning, json_out)
     finally:
         loaded.close()
-
-
-def _layers_on_gpu(gpu_layers: int | None) -> bool:
-    """Whether the plan will put layers on a GPU (a GPU, an offloading build, not --gpu-layers 0)."""
-    if gpu_layers == 0:
-        return False
-    from ..runtime.hardware import detect_hardware
-
-    hw = detect_hardware()
-    return hw.gpu_offload and bool(hw.gpus)
 
 
 class _LiveView:

@@ -40,7 +40,6 @@ _ARCH_MODULES: dict[str, str] = {
 _REGISTRY: dict[str, type] = {}
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-# safetensors dtype -> (numpy dtype name, bytes per element); BF16 is read as raw uint16.
 _METADATA_RESERVE = 16 << 20  # vocabulary, merges and header: generous upper bound
 
 

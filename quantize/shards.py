@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
+from ..hub.checkpoint import PICKLE_SUFFIXES
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# safetensors dtype -> (numpy dtype name, bytes per element); BF16 is read as raw uint16.
 _ST_DTYPES = {"F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("uint16", 2), "F64": ("float64", 8)}
 
 

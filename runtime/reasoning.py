@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .answers import answer_line_complete, final_answer
 from .generate import GenRequest, Generator, Hooks, Sample
 from .sampling import SamplingParams
 from .stopping import (StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence,
                        should_cut)
-from .answers import answer_line_complete, final_answer
 from .voting import SampleResult, VoteResult, vote
 
 CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
@@ -50,9 +50,15 @@ class ReasoningConfig:
             return min(self.parallel, self.k)
         return min(2, self.k) if self.adaptive else self.k
 
+    def sequences_needed(self) -> int:
+        """Sequence ids the scheduler takes: the live samples, plus one holding the prompt for
+        samples launched later (as `GenRequest`'s n / parallel ask for)."""
+        live = self.live_samples()
+        return live + (1 if live < self.k else 0)
+
 
 def parallel_for(k: int, on_gpu: bool) -> int | None:
-    """Live samples for adaptive mode on this machine (None: the config's default, 2).
+    """Live samples for adaptive mode where the plan put the layers (None: the config's default, 2).
 
     The waves of two are for CPUs, where K sequences decode barely faster than one (Qwen 1.5B on
     2 cores: 36 tok/s at K=8 vs 35 at K=1), so waiting costs no wall time. With the layers on a

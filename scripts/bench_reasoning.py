@@ -61,10 +61,10 @@ def same_number(answer: str | None, gold: str) -> bool:
         return answer == gold
 
 
-def sample_record(engine, sample, answer_mode: str) -> dict:
+def sample_record(engine, sample, result, answer_mode: str) -> dict:
     """One fixed-mode sample for offline study of stopping rules (--dump): its answer, its tokens,
     where its answer line was complete (what adaptive mode's per-sample stop would have kept), and
-    its per-token DeepConf confidences."""
+    its per-token DeepConf confidences. `result` is the sample's SampleResult from `reason`."""
     from hearth.runtime.answers import answer_line_complete
 
     answer_at = None
@@ -74,7 +74,7 @@ def sample_record(engine, sample, answer_mode: str) -> dict:
         if answer_line_complete(pieces.decode("utf-8", errors="replace"), answer_mode):
             answer_at = i
             break
-    return {"answer": sample.answer, "tokens": sample.tokens_n, "answer_at": answer_at,
+    return {"answer": result.answer, "tokens": result.tokens, "answer_at": answer_at,
             "finish": sample.finish_reason, "confidences": [round(c, 3) for c in sample.token_confidences]}
 
 
@@ -110,15 +110,11 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
                     continue
                 generator = Generator(engine)
                 params = SamplingParams(**{**params.__dict__, "seed": 1000 * seed + 1})
-                captured = []
+                seen = {}  # sample index -> Sample (token ids and confidences, for --dump)
                 result = reason(generator, tokens, params, max_tokens, cfg,
-                                on_update=(lambda sample, answer: captured.append(sample)) if dump else None)
+                                on_update=(lambda sample, answer: seen.setdefault(sample.index, sample)) if dump else None)
                 if name == "fixed" and dump is not None:
-                    finished = {id(s): s for s in captured if s.done}
-                    rows = []
-                    for s, r in zip(sorted(finished.values(), key=lambda s: s.index), result.samples):
-                        s.answer, s.tokens_n = r.answer, r.tokens
-                        rows.append(sample_record(engine, s, "number"))
+                    rows = [sample_record(engine, seen[i], r, "number") for i, r in enumerate(result.samples)]
                     dump.write(json.dumps({"problem": seed, "gold": gold, "samples": rows}) + "\n")
                     dump.flush()
                 if name == "fixed":

@@ -25,6 +25,8 @@ from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE
 from hearth.runtime.stopping import StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence
 from hearth.runtime.voting import SampleResult, vote
 
+from bench_reasoning import same_number  # scripts/ is on sys.path when this script runs
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -58,13 +60,6 @@ POLICIES = {
     "esc3-keep10-p3": Policy(parallel=3, rule=StopRule(window=3), keep_top_percent=10.0),
     "noesc-giveup": Policy(rule=StopRule(window=None, give_up=True)),
 }
-
-
-def same_number(answer, gold) -> bool:
-    try:
-        return answer is not None and abs(float(answer) - float(gold)) < 1e-6
-    except ValueError:
-        return answer == gold
 
 
 def weight(sample: dict, window: int = 64) -> float:
@@ -187,15 +182,10 @@ def main() -> None:
         print(f"  first {m} majority: {100 * got / n:5.1f}%  ({m / k:.2f} of the tokens)")
     for method, c in correct.items():
         print(f"  K={k} {method:9} accuracy {100 * c / n:5.1f}%")
-    print(f"  {'policy':16}{'acc %':>7}{'tokens':>9}{'share':>7}")
+    print(f"  {'policy':16}{'acc %':>7}{'share':>7}")
     for name in args.policies.split(","):
-        policy = POLICIES[name]
-        got, spent = 0, 0
-        for p in problems:
-            answer, tokens = replay(p["samples"], k, policy)
-            got += same_number(answer, p["gold"])
-            spent += tokens
-        print(f"  {name:16}{100 * got / n:7.1f}{spent:9}{spent / full_tokens:7.2f}")
+        got, share = score(problems, POLICIES[name])
+        print(f"  {name:16}{100 * got / n:7.1f}{share:7.2f}")
 
 
 if __name__ == "__main__":

@@ -301,3 +301,11 @@ def test_adaptive_runs_two_live_samples_on_a_cpu_and_all_k_on_a_gpu():
     assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=True)).live_samples() == 8
     assert ReasoningConfig(k=8, adaptive=False).live_samples() == 8
     assert ReasoningConfig(k=1).live_samples() == 1
+
+
+def test_sequences_needed_counts_the_prompt_holder():
+    from hearth.runtime.reasoning import ReasoningConfig
+
+    assert ReasoningConfig(k=8).sequences_needed() == 3  # 2 live + the held prompt for later samples
+    assert ReasoningConfig(k=8, adaptive=False).sequences_needed() == 8  # all live: nothing held
+    assert ReasoningConfig(k=2).sequences_needed() == 2
