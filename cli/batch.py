@@ -71,10 +71,11 @@ def batch(
         items = read_items(source, defaults, writer.done_ids)
         n_seq = parallel or DEFAULT_PARALLEL
         # Per sequence: room for the answer plus a typical prompt; longer prompts get an error
-        # record naming --ctx. The KV cells are shared, so short lines leave room for long ones.
+        # record naming --ctx. Each sequence has a KV stream of its own (attention then spans one
+        # sequence's cells, not every sequence's: 3x faster at 64 in flight on SmolLM2).
         per_seq = ctx or -(-(max_tokens + PROMPT_ALLOWANCE) // 256) * 256
         loaded = load_model(model, PlanRequest(ctx=per_seq, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq + 1,
-                                               max_tokens=max_tokens), verbose=verbose >= 2)
+                                               max_tokens=max_tokens, kv_unified=False), verbose=verbose >= 2)
         try:
             if writer.done_ids:
                 out.info(f"resuming: {len(writer.done_ids)} ids already in {out_path}")

@@ -70,6 +70,11 @@ class ContextConfig:
     n_threads_batch: int = 2
     n_gpu_layers: int = 0
     flash_attn: bool | None = None  # None: llama.cpp decides (auto)
+    # True: one KV buffer shared by all sequences, so a prompt token can belong to several
+    # sequences (K samples share one prompt evaluation). False: one KV stream per sequence, each
+    # of n_ctx / n_seq_max cells; attention then spans only the sequence's own stream, which keeps
+    # many unrelated sequences (batch) fast, and sequences are forked by copying a whole stream.
+    kv_unified: bool = True
 
 
 class LlamaModel:
@@ -154,9 +159,7 @@ class LlamaContext:
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads_batch
         params.no_perf = True
-        # One KV buffer shared by all sequences: a prompt token can then belong to several
-        # sequences at once (K samples share one prompt evaluation).
-        params.kv_unified = True
+        params.kv_unified = config.kv_unified
         if config.flash_attn is not None:
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._lib = lib
@@ -167,6 +170,8 @@ class LlamaContext:
             raise RuntimeFailure(f"llama.cpp could not create a context of {config.n_ctx} tokens",
                                  hint="try a smaller --ctx")
         self.n_ctx = lib.llama_n_ctx(self.ptr)
+        # Cells one sequence can hold: all of them when unified, else its own stream's.
+        self.n_ctx_seq = self.n_ctx if config.kv_unified else lib.llama_n_ctx_seq(self.ptr)
         self.memory = lib.llama_get_memory(self.ptr)
 
     def decode(self, batch: "TokenBatch") -> None:
@@ -187,6 +192,13 @@ class LlamaContext:
         self._lib.llama_memory_seq_rm(self.memory, seq_id, start, end)
 
     def seq_copy(self, src: int, dst: int, start: int = -1, end: int = -1) -> None:
+        """Give `dst` the cells of `src` in [start, end). Unified: the cells are only tagged.
+
+        Per-sequence streams: only a whole sequence can be copied (start = end = -1; llama.cpp
+        asserts otherwise): dst's stream becomes a copy of src's at the next decode.
+        """
+        if not self.config.kv_unified and (start, end) != (-1, -1):
+            raise ValueError("per-sequence KV streams copy whole sequences only")
         self._lib.llama_memory_seq_cp(self.memory, src, dst, start, end)
 
     def clear(self) -> None:
@@ -311,6 +323,10 @@ class Engine:
     @property
     def n_ctx(self) -> int:
         return self.ctx.n_ctx
+
+    @property
+    def n_ctx_seq(self) -> int:
+        return self.ctx.n_ctx_seq
 
     def reconfigure(self, config: ContextConfig) -> None:
         """A new context (and KV cache) for the loaded model: cheap, the weights stay."""

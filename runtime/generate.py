@@ -13,6 +13,7 @@ One loop serves every mode:
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import math
 import time
@@ -91,6 +92,8 @@ class GenStats:
     generated: int = 0
     pure_decode_rows: int = 0  # rows of decode calls that carried no prompt tokens
     pure_decode_s: float = 0.0
+    by_width: dict = field(default_factory=dict)  # rows per decode-only call -> [calls, seconds]
+    moves: int = 0  # KV streams: samples moved to a lower sequence id
 
     def as_dict(self) -> dict:
         return {
@@ -106,6 +109,7 @@ class GenStats:
             "decode_tok_s": _rate(self.decode_rows, self.decode_s),
             "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
             "generated": self.generated,
+            "moves": self.moves,
         }
 
 
@@ -139,12 +143,13 @@ class Hooks:
 
 @dataclass
 class _PromptJob:
-    """Prompt tokens still to evaluate for a request, tagged with every sequence they feed."""
+    """Prompt tokens still to evaluate for a request, and the sequences they feed."""
 
     state: "_RequestState"
-    seq_ids: list[int]  # sequences tagged on these prompt tokens (holder included)
+    seq_ids: list[int]  # sequences tagged on these prompt tokens (unified KV: holder included)
     fork_ids: list[int]  # sequences that become samples when the prompt is done
     position: int  # next prompt position to evaluate
+    copy_to: list[int] = field(default_factory=list)  # KV streams: sequences given a copy of seq_ids[0] when done
     last_row: int = -1
 
 
@@ -168,12 +173,20 @@ class Generator:
     PREFIX_CAP tokens); every later request starting with the same tokens (a template's system
     prompt, a shared instruction) copies those cells instead of evaluating them again. With a
     unified KV cache the copy only tags the cells with one more sequence id.
+
+    With per-sequence KV streams (`ContextConfig.kv_unified=False`) each sequence attends only
+    to its own stream, so many unrelated sequences decode as fast as a few. llama.cpp then cuts
+    a batch into one micro-batch per run of consecutive sequence ids, so the scheduler hands out
+    the lowest free id, puts batch rows in sequence order, and gives a prompt's tokens to one
+    sequence only: the others (samples, the prefix holder) get a copy of its stream when it is
+    done, and a shared prefix is copied whole and cut back to its length.
     """
 
     def __init__(self, engine: Engine, share_prefix: bool = False):
         self.engine = engine
         self.stats = GenStats()
         self.share_prefix = share_prefix and engine.config.n_seq_max > 1
+        self.streams = not engine.config.kv_unified and engine.config.n_seq_max > 1
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
@@ -189,7 +202,7 @@ class Generator:
         self._prefix_seq = n_seq - 1 if self.share_prefix else None
         self._prefix: list[int] = []
         self._seq_capacity = n_seq - (1 if self.share_prefix else 0)
-        self._free_seqs = list(range(self._seq_capacity))
+        self._free_seqs = list(range(self._seq_capacity))  # sorted: samples take the lowest, holders the highest
         self._reserved = 0
         self._jobs: list[_PromptJob] = []
         self._decoding: list[Sample] = []
@@ -240,26 +253,58 @@ class Generator:
         """Start waiting requests while sequence ids and KV cells allow; True if work remains."""
         n_ctx, n_seq_max = self.engine.n_ctx, self._seq_capacity
         while (request := self._next_request()) is not None:
-            need, seqs = request.kv_cells(), _seqs_needed(request)
-            if need > n_ctx or seqs > n_seq_max or not request.prompt:
+            need, seqs = self._cells_needed(request), _seqs_needed(request)
+            if need > self._cell_limit() or seqs > n_seq_max or not request.prompt:
                 self._waiting.popleft()
-                self._hooks.on_request_error(request, _overflow_error(request, n_ctx, n_seq_max))
+                self._hooks.on_request_error(request, _overflow_error(request, need, self._cell_limit(), n_seq_max,
+                                                                      self.streams))
                 continue
             busy = self._jobs or self._decoding
-            if busy and (len(self._free_seqs) < seqs or self._reserved + need > n_ctx):
+            if busy and (len(self._free_seqs) < seqs or (not self.streams and self._reserved + need > n_ctx)):
                 break
             self._waiting.popleft()
             self._start(request)
         return bool(self._waiting) or not self._exhausted
+
+    def _cells_needed(self, request: GenRequest) -> int:
+        """KV cells the request needs: in all (unified), or in each sample's stream."""
+        return len(request.prompt) + request.max_tokens if self.streams else request.kv_cells()
+
+    def _cell_limit(self) -> int:
+        return self.engine.n_ctx_seq if self.streams else self.engine.n_ctx
+
+    def _take_seq(self, highest: bool = False) -> int:
+        return self._free_seqs.pop(-1 if highest else 0)
+
+    def _release_seq(self, seq: int) -> None:
+        bisect.insort(self._free_seqs, seq)
+
+    def _compact(self) -> None:
+        """KV streams: move decoding samples down into free lower ids, so the sequences of a
+        decode call stay one run of consecutive ids (one micro-batch, not one per gap).
+
+        A move copies the sample's whole stream (a few MB, at the next decode), far cheaper than
+        the extra micro-batch a gap costs once requests run out at the end of a batch.
+        """
+        movable = sorted((s for s in self._decoding if not s.done and not s.request.reuse_prefix),
+                         key=lambda s: s.seq_id)
+        ctx = self.engine.ctx
+        while movable and self._free_seqs and self._free_seqs[0] < movable[-1].seq_id:
+            sample, target = movable.pop(), self._take_seq()
+            ctx.seq_copy(sample.seq_id, target)
+            ctx.seq_remove(sample.seq_id, -1, -1)
+            self._release_seq(sample.seq_id)
+            sample.seq_id = target
+            self.stats.moves += 1
 
     def _start(self, request: GenRequest) -> None:
         engine = self.engine
         state = _RequestState(request)
         self._states[id(request)] = state
         live = min(request.parallel or request.n, request.n)
-        fork_ids = [self._free_seqs.pop(0) for _ in range(live)]
-        if live < request.n:
-            state.holder = self._free_seqs.pop(0)
+        fork_ids = [self._take_seq() for _ in range(live)]
+        if live < request.n:  # from the top: a holder is never in a decode call, keep it out of the run
+            state.holder = self._take_seq(highest=True)
         seq_ids = fork_ids + ([state.holder] if state.holder is not None else [])
         self._reserved += request.kv_cells()
         start = 0
@@ -271,14 +316,20 @@ class Generator:
             for seq in seq_ids:
                 engine.ctx.seq_remove(seq, -1, -1)
             start = self._shared_prefix_len(request.prompt)
-            for seq in seq_ids if start else ():
+            if start and self.streams:  # copy the holder's whole stream, then cut it to the shared part
+                engine.ctx.seq_copy(self._prefix_seq, seq_ids[0])
+                engine.ctx.seq_remove(seq_ids[0], start, -1)
+            for seq in seq_ids if start and not self.streams else ():
                 engine.ctx.seq_copy(self._prefix_seq, seq, 0, start)
         for seq in seq_ids:
             engine.cached.pop(seq, None)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
         state.launched = live
-        self._jobs.append(_PromptJob(state, seq_ids, fork_ids, start))
+        if self.streams:
+            self._jobs.append(_PromptJob(state, seq_ids[:1], fork_ids, start, copy_to=seq_ids[1:]))
+        else:
+            self._jobs.append(_PromptJob(state, seq_ids, fork_ids, start))
 
     def _shared_prefix_len(self, prompt: list[int]) -> int:
         shared = min(_common_prefix(self._prefix, prompt), len(prompt) - 1)
@@ -290,16 +341,24 @@ class Generator:
         keep = min(len(prompt) - 1, PREFIX_CAP)
         if self._prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
             return
-        self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq, 0, keep)
+        if self.streams:
+            self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq)
+            self.engine.ctx.seq_remove(self._prefix_seq, keep, -1)
+        else:
+            self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq, 0, keep)
         self._prefix = prompt[:keep]
         self._reserved += keep
 
     def _launch_late_sample(self, state: _RequestState) -> None:
         """Start one more sample from the held prompt: copy its KV, re-evaluate only the last token."""
-        seq = self._free_seqs.pop(0)
+        seq = self._take_seq()
         n_prompt = len(state.request.prompt)
         self.engine.ctx.seq_remove(seq, -1, -1)
-        self.engine.ctx.seq_copy(state.holder, seq, 0, n_prompt - 1)
+        if self.streams:
+            self.engine.ctx.seq_copy(state.holder, seq)
+            self.engine.ctx.seq_remove(seq, n_prompt - 1, -1)
+        else:
+            self.engine.ctx.seq_copy(state.holder, seq, 0, n_prompt - 1)
         state.launched += 1
         self._jobs.append(_PromptJob(state, [seq], [seq], n_prompt - 1))
 
@@ -307,36 +366,52 @@ class Generator:
         self._jobs.remove(job)
         for seq in job.fork_ids:
             self.engine.ctx.seq_remove(seq, -1, -1)
-            self._free_seqs.append(seq)
+            self._release_seq(seq)
 
     # -- one decode call ----------------------------------------------------------------
     def _step(self) -> None:
         engine, batch = self.engine, self.engine.batch
         batch.clear()
-        rows = [(s, batch.add(s.tokens[-1], s.n_past, (s.seq_id,), True)) for s in self._decoding]
+        if self.streams:
+            self._compact()
+        # (sequence, position, token, sequence ids, owner): owner is a decoding Sample, or the
+        # _PromptJob whose last prompt token this is (both want logits), or None.
+        plan: list[tuple] = [(s.seq_id, s.n_past, s.tokens[-1], (s.seq_id,), s) for s in self._decoding]
         for sample in self._decoding:
             sample.n_past += 1
-        budget = batch.capacity - batch.n
+        budget = batch.capacity - len(plan)
         filled: list[_PromptJob] = []
         for job in self._jobs:
             if budget <= 0:
                 break
             prompt = job.state.request.prompt
             take = min(budget, len(prompt) - job.position)
-            for pos in range(job.position, job.position + take):
-                row = batch.add(prompt[pos], pos, job.seq_ids, pos == len(prompt) - 1)
-            job.position += take
+            end = job.position + take
+            plan.extend((job.seq_ids[0], pos, prompt[pos], job.seq_ids, job if pos == len(prompt) - 1 else None)
+                        for pos in range(job.position, end))
+            job.position = end
             budget -= take
             self.stats.prompt_tokens += take
-            if job.position == len(prompt):
-                job.last_row = row
+            if end == len(prompt):
                 filled.append(job)
+        if self.streams:  # one micro-batch per run of consecutive sequence ids, in batch order
+            plan.sort(key=lambda r: (r[0], r[1]))
+        rows = []
+        for _seq, pos, token, seq_ids, owner in plan:
+            row = batch.add(token, pos, seq_ids, owner is not None)
+            if isinstance(owner, Sample):
+                rows.append((owner, row))
+            elif owner is not None:
+                owner.last_row = row
         started = time.perf_counter()
         engine.ctx.decode(batch)
         elapsed = time.perf_counter() - started
         if rows and batch.n == len(rows):
             self.stats.pure_decode_rows += len(rows)
             self.stats.pure_decode_s += elapsed
+            width = self.stats.by_width.setdefault(len(rows), [0, 0.0])
+            width[0] += 1
+            width[1] += elapsed
         if rows:
             self.stats.decode_s += elapsed
             self.stats.decode_rows += len(rows)
@@ -357,10 +432,12 @@ class Generator:
     def _fork_samples(self, job: _PromptJob) -> None:
         state, request = job.state, job.state.request
         seeds = request.seeds or sample_seeds(request.params.seed, request.n)
+        for seq in job.copy_to if not state.closed else ():
+            self.engine.ctx.seq_copy(job.seq_ids[0], seq)
         for seq in job.fork_ids:
             if state.closed:
                 self.engine.ctx.seq_remove(seq, -1, -1)
-                self._free_seqs.append(seq)
+                self._release_seq(seq)
                 continue
             index = len(state.samples)
             sample = Sample(request, index, seq, n_past=len(request.prompt))
@@ -437,7 +514,7 @@ class Generator:
         if sample.sampler is not None:
             sample.sampler.close()
             sample.sampler = None
-        self._free_seqs.append(sample.seq_id)
+        self._release_seq(sample.seq_id)
         self._hooks.on_finish(sample)
         state = self._states.get(id(request))
         if state is not None:
@@ -468,7 +545,7 @@ class Generator:
             return
         if state.holder is not None:
             self.engine.ctx.seq_remove(state.holder, -1, -1)
-            self._free_seqs.append(state.holder)
+            self._release_seq(state.holder)
         self._reserved -= request.kv_cells()
         del self._states[id(request)]
         self._results[self._order[id(request)]] = state.samples
@@ -501,14 +578,14 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def _overflow_error(request: GenRequest, n_ctx: int, n_seq_max: int) -> Exception:
+def _overflow_error(request: GenRequest, need: int, limit: int, n_seq_max: int, per_seq: bool) -> Exception:
     if not request.prompt:
         return ContextOverflowError("the prompt is empty")
     if _seqs_needed(request) > n_seq_max:
         return ContextOverflowError(f"{_seqs_needed(request)} sequences needed, the context holds {n_seq_max}")
-    over = request.kv_cells() - n_ctx
+    new = f"{request.max_tokens}" if per_seq else f"{request.n}×{request.max_tokens}"
+    where = f"the context of {limit} per sequence" if per_seq else f"the context of {limit}"
     return ContextOverflowError(
-        f"prompt ({len(request.prompt)} tokens) + {request.n}×{request.max_tokens} new tokens exceed the "
-        f"context of {n_ctx} by {over} tokens",
+        f"prompt ({len(request.prompt)} tokens) + {new} new tokens exceed {where} by {need - limit} tokens",
         hint="raise --ctx, lower --max-tokens, or shorten the prompt",
     )

@@ -100,6 +100,7 @@ class FitPlan:
     gpu: GpuOffload
     n_ctx_train: int | None
     swa_full: bool
+    kv_unified: bool = True  # False: one KV stream per sequence (batch)
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -449,8 +450,9 @@ def fit_plan(model: GGUFInfo, hw: HardwareInfo, *, ctx: int | None = None, threa
     """Decide context, threads, batch and GPU layers for `model` on `hw`, or refuse.
 
     `ctx` is the context per sequence; llama.cpp is given n_ctx = ctx x n_seq. `swa_full` and
-    `kv_unified` must match the context parameters the engine gives llama.cpp: the engine sets
-    kv_unified (one KV buffer shared by all sequences) and keeps llama.cpp's swa_full.
+    `kv_unified` must match the context parameters the engine gives llama.cpp: the engine takes
+    kv_unified from the plan (one KV buffer shared by all sequences, or one stream per sequence)
+    and keeps llama.cpp's swa_full.
     Raises ContextOverflowError when `prompt_tokens + max_tokens` is over an explicit `ctx`,
     DoesNotFitError when the model cannot fit in memory.
     """
@@ -474,7 +476,8 @@ def fit_plan(model: GGUFInfo, hw: HardwareInfo, *, ctx: int | None = None, threa
         ctx_warnings = [w for w in ctx_warnings if f"context {per_seq} " not in w]
     n_ctx = candidate * n_seq
     if n_seq > 1:
-        ctx_reasons.append(f"context {n_ctx} in all: {candidate} for each of {n_seq} sequences")
+        ctx_reasons.append(f"context {n_ctx} in all: {candidate} for each of {n_seq} sequences"
+                           + ("" if kv_unified else ", each in a KV stream of its own"))
     reasons += ctx_reasons + [
         memory.reason,
         f"batch {n_batch}: the prompt is evaluated {n_batch} tokens at a time",
@@ -485,6 +488,6 @@ def fit_plan(model: GGUFInfo, hw: HardwareInfo, *, ctx: int | None = None, threa
         n_gpu_layers=memory.offload.layers, n_batch=n_batch, n_ubatch=n_batch, n_seq=n_seq,
         weights_bytes=memory.weights, kv_cache_bytes=memory.kv, compute_bytes=memory.compute,
         total_bytes=memory.total, host_bytes=memory.host, available_bytes=hw.ram_available_bytes,
-        gpu=memory.offload, n_ctx_train=shape.n_ctx_train, swa_full=swa_full,
+        gpu=memory.offload, n_ctx_train=shape.n_ctx_train, swa_full=swa_full, kv_unified=kv_unified,
         reasons=reasons, warnings=warnings + ctx_warnings,
     )

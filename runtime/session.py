@@ -27,6 +27,7 @@ class PlanRequest:
     gpu_layers: int | None = None
     n_seq: int = 1
     max_tokens: int | None = None
+    kv_unified: bool = True  # False: one KV stream per sequence (batch: many unrelated prompts)
 
 
 @dataclass
@@ -86,6 +87,7 @@ def context_config(plan) -> ContextConfig:
     return ContextConfig(
         n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_seq_max=plan.n_seq,
         n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch, n_gpu_layers=plan.n_gpu_layers,
+        kv_unified=plan.kv_unified,
     )
 
 
@@ -96,6 +98,7 @@ def _plan(info: GGUFInfo, request: PlanRequest, ctx: int | None = None):
     return fit_plan(
         info, detect_hardware(), ctx=ctx if ctx is not None else request.ctx, threads=request.threads,
         gpu_layers=request.gpu_layers, n_seq=request.n_seq, max_tokens=request.max_tokens,
+        kv_unified=request.kv_unified,
     )
 
 

@@ -11,7 +11,7 @@ Prints aggregate tok/s for each and the ratios. Run it alone: two llama.cpp proc
 a 2-core machine ruin each other's numbers.
 
 usage: python scripts/bench_batch.py [default gemma PATH ...] [--prompts 64] [--tokens 64] [--parallel 16] [--threads 2]
-       [--rounds 3] [--flash-attn auto|on|off] [--quick (skip the one-at-a-time runs)] [--json]
+       [--rounds 3] [--flash-attn auto|on|off] [--kv streams|unified] [--quick (skip the one-at-a-time runs)] [--json]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def prompts(n: int) -> list[str]:
 
 
 def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads: int, flash_attn: bool | None = None,
-                sequential: bool = True) -> dict:
+                sequential: bool = True, kv_unified: bool = False) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.generate import GenRequest, Generator
     from hearth.runtime.gguf_file import read_gguf
@@ -46,9 +46,11 @@ def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads:
 
     info = read_gguf(path)
     params = SamplingParams(temperature=0.8, seed=1)
-    # one more sequence than in flight: it holds the prompts' shared prefix (the template's system prompt)
-    config = ContextConfig(n_ctx=(parallel + 1) * (n_new + 64), n_seq_max=parallel + 1, n_threads=threads, n_threads_batch=threads,
-                           flash_attn=flash_attn)
+    # one more sequence than in flight: it holds the prompts' shared prefix (the template's system prompt);
+    # `hearth batch` gives each sequence a KV stream of its own (kv_unified=False), llama.cpp pads each to 256
+    per_seq = -(-(n_new + 64) // 256) * 256 if not kv_unified else n_new + 64
+    config = ContextConfig(n_ctx=(parallel + 1) * per_seq, n_seq_max=parallel + 1, n_threads=threads, n_threads_batch=threads,
+                           flash_attn=flash_attn, kv_unified=kv_unified)
     with Engine(path, config) as engine:
         model = engine.model
         token_lists = [engine.tokenize(build_prompt(info.chat_template, [{"role": "user", "content": t}],
@@ -107,6 +109,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="batch and ceiling runs, alternating; the best of each counts")
     ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--kv", choices=["streams", "unified"], default="streams",
+                    help="one KV stream per sequence (what `hearth batch` uses) or one shared KV buffer")
     ap.add_argument("--quick", action="store_true", help="skip the one-at-a-time runs (hearth and Llama)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -122,7 +126,8 @@ def main() -> None:
         row, best = {}, 0.0
         for round_no in range(args.rounds):
             got = hearth_runs(path, prompts(args.prompts), args.tokens, args.parallel, args.threads, flash,
-                              not args.quick and round_no == 0)  # the one-at-a-time run only once
+                              not args.quick and round_no == 0,  # the one-at-a-time run only once
+                              kv_unified=args.kv == "unified")
             row = got if not row else {**row, **{key: max(row[key], got[key]) for key in BEST_OF_ROUNDS}}
             best = max(best, ceiling(path, args.parallel, args.tokens, args.threads))
         token_lists = row.pop("token_lists")
@@ -132,7 +137,7 @@ def main() -> None:
             "hearth_batch_tok_s": round(row["batch_tok_s"], 1),
             "hearth_batch_decode_tok_s": round(row["batch_decode_tok_s"], 1),
             "hearth_pure_decode_tok_s": round(row["batch_pure_decode_tok_s"], 1),
-            "rows_per_decode_call": round(row["rows_per_decode_call"], 2), "flash_attn": args.flash_attn,
+            "rows_per_decode_call": round(row["rows_per_decode_call"], 2), "flash_attn": args.flash_attn, "kv": args.kv,
             "prompt_tokens_reused": row["prompt_reused"], "prompt_tokens_evaluated": row["prompt_evaluated"],
             "hearth_sequential_tok_s": round(row["sequential_tok_s"], 1),
             "llama_sequential_tok_s": round(llama_tok_s, 1),

@@ -14,9 +14,13 @@ from hearth.runtime.sampling import SamplingParams
 GREEDY = SamplingParams(temperature=0.0)
 
 
-@pytest.fixture(scope="module")
-def engine(default_model_path):
-    with Engine(default_model_path, ContextConfig(n_ctx=2048, n_seq_max=9, n_threads=2, n_threads_batch=2)) as eng:
+@pytest.fixture(scope="module", params=["unified", "streams"])
+def engine(default_model_path, request):
+    """Every scheduler test runs on one shared KV buffer and on one KV stream per sequence."""
+    unified = request.param == "unified"
+    config = ContextConfig(n_ctx=2048 if unified else 9 * 256, n_seq_max=9, n_threads=2, n_threads_batch=2,
+                           kv_unified=unified)
+    with Engine(default_model_path, config) as eng:
         yield eng
 
 
