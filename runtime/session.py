@@ -7,7 +7,7 @@ they all share the same validation, the same plan and the same engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ContextOverflowError
 from .engine import ContextConfig, Engine
@@ -102,11 +102,16 @@ def _plan(info: GGUFInfo, request: PlanRequest, ctx: int | None = None):
     )
 
 
-def load_model(reference: str | None, request: PlanRequest | None = None, verbose: bool = False) -> LoadedModel:
-    """Resolve, validate (before llama.cpp sees the file), plan, and load."""
-    request = request or PlanRequest()
+def load_model(reference: str | None, request: PlanRequest | Callable[[GGUFInfo], PlanRequest] | None = None,
+               verbose: bool = False) -> LoadedModel:
+    """Resolve, validate (before llama.cpp sees the file), plan, and load.
+
+    `request` may be a function of the model's header, for a choice that depends on the model
+    (e.g. how many sequences fit).
+    """
     resolved = resolve_model(reference)
     info = read_gguf(resolved.path)
+    request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)
     engine = Engine(resolved.path, context_config(plan), verbose=verbose)
     return LoadedModel(resolved, info, plan, engine, request)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ from bench_decode import model_path  # noqa: E402
 
 TOPICS = ["the ocean", "a lighthouse", "autumn", "a city at night", "mountains", "a library", "trains",
           "the desert", "a garden", "winter mornings", "an old clock", "rivers", "bees", "the moon", "bread", "rain"]
-BEST_OF_ROUNDS = ("batch_tok_s", "batch_decode_tok_s", "batch_pure_decode_tok_s", "rows_per_decode_call")
+BEST_OF_ROUNDS = ("batch_tok_s", "batch_decode_tok_s", "batch_pure_decode_tok_s", "full_width_decode_tok_s",
+                  "rows_per_decode_call")
 CEILING = Path(__file__).resolve().parents[2] / "shared" / "tools" / "llama_batched_ceiling.py"
 
 
@@ -71,7 +73,14 @@ def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads:
             "prompt_reused": stats.prompt_reused, "prompt_evaluated": stats.prompt_tokens,
             "batch_tokens": batch_tokens, "batch_s": batch_s, "sequential_tok_s": seq_tokens / seq_s if seq_tokens else float("nan"),
             "rows_per_decode_call": stats.decode_rows / max(1, stats.decode_calls),
+            # decode-only calls with every slot busy: the same work per call as the ceiling's K=parallel
+            "full_width_decode_tok_s": _width_rate(stats.by_width, parallel), "moves": stats.moves,
             "token_lists": token_lists}
+
+
+def _width_rate(by_width: dict, width: int) -> float:
+    calls, seconds = by_width.get(width, (0, 0.0))
+    return width * calls / seconds if seconds else 0.0
 
 
 def llama_sequential(path: str, token_lists: list[list[int]], n_new: int, threads: int) -> float:
@@ -92,12 +101,13 @@ def llama_sequential(path: str, token_lists: list[list[int]], n_new: int, thread
     return total / (time.perf_counter() - started)
 
 
-def ceiling(path: str, parallel: int, n_new: int, threads: int) -> float:
+def ceiling(path: str, parallel: int, n_new: int, threads: int) -> tuple[float, float]:
+    """llama.cpp's batched decode: (best over K = 1, parallel/2, parallel; at K = parallel)."""
     ks = sorted({1, parallel // 2 or 1, parallel})
     done = subprocess.run([sys.executable, str(CEILING), path, "--ks", ",".join(map(str, ks)), "--tokens", str(n_new),
                            "--threads", str(threads), "--json"], capture_output=True, text=True, check=True)
     rows = json.loads(done.stdout.strip().splitlines()[-1])
-    return max(r["aggregate_tok_s"] for r in rows)
+    return max(r["aggregate_tok_s"] for r in rows), next(r["aggregate_tok_s"] for r in rows if r["k"] == parallel)
 
 
 def main() -> None:
@@ -123,13 +133,18 @@ def main() -> None:
         flash = {"auto": None, "on": True, "off": False}[args.flash_attn]
         # Alternate hearth's batch and llama.cpp's ceiling --rounds times and keep the best of
         # each: on these shared machines one ceiling run alone varied from 229 to 274 tok/s.
-        row, best = {}, 0.0
+        row, best, same_k, paired = {}, 0.0, 0.0, []
         for round_no in range(args.rounds):
             got = hearth_runs(path, prompts(args.prompts), args.tokens, args.parallel, args.threads, flash,
                               not args.quick and round_no == 0,  # the one-at-a-time run only once
                               kv_unified=args.kv == "unified")
             row = got if not row else {**row, **{key: max(row[key], got[key]) for key in BEST_OF_ROUNDS}}
-            best = max(best, ceiling(path, args.parallel, args.tokens, args.threads))
+            got_best, got_same_k = ceiling(path, args.parallel, args.tokens, args.threads)
+            best, same_k = max(best, got_best), max(same_k, got_same_k)
+            # the same round's pair: noise that hits both runs of a round cancels in their ratio
+            paired.append(got["full_width_decode_tok_s"] / got_same_k)
+            print(f"{Path(path).name} round {round_no + 1}: full-width decode {got['full_width_decode_tok_s']:.1f}, "
+                  f"ceiling K={args.parallel} {got_same_k:.1f} tok/s, ratio {paired[-1]:.3f}", file=sys.stderr)
         token_lists = row.pop("token_lists")
         llama_tok_s = float("nan") if args.quick else llama_sequential(path, token_lists, args.tokens, args.threads)
         report.append({
@@ -141,7 +156,10 @@ def main() -> None:
             "prompt_tokens_reused": row["prompt_reused"], "prompt_tokens_evaluated": row["prompt_evaluated"],
             "hearth_sequential_tok_s": round(row["sequential_tok_s"], 1),
             "llama_sequential_tok_s": round(llama_tok_s, 1),
-            "llama_cpp_ceiling_tok_s": round(best, 1),
+            "hearth_full_width_decode_tok_s": round(row["full_width_decode_tok_s"], 1), "moves": row["moves"],
+            "llama_cpp_ceiling_tok_s": round(best, 1), "llama_cpp_ceiling_same_k_tok_s": round(same_k, 1),
+            "full_width_vs_ceiling_same_k": round(row["full_width_decode_tok_s"] / same_k, 3),
+            "full_width_vs_ceiling_median_of_rounds": round(statistics.median(paired), 3),
             "batch_vs_sequential": round(row["batch_tok_s"] / row["sequential_tok_s"], 2),
             "batch_vs_llama_sequential": round(row["batch_tok_s"] / llama_tok_s, 2),
             "batch_decode_vs_ceiling": round(row["batch_decode_tok_s"] / best, 3),
@@ -155,7 +173,9 @@ def main() -> None:
         print(f"\n{r['model']}: {r['prompts']} prompts × {r['tokens']} tokens, {r['parallel']} in flight")
         for key in ("hearth_batch_tok_s", "hearth_batch_decode_tok_s", "hearth_pure_decode_tok_s", "rows_per_decode_call",
                     "prompt_tokens_reused", "prompt_tokens_evaluated", "hearth_sequential_tok_s",
-                    "llama_sequential_tok_s", "llama_cpp_ceiling_tok_s", "batch_vs_sequential",
+                    "llama_sequential_tok_s", "hearth_full_width_decode_tok_s", "moves", "llama_cpp_ceiling_tok_s",
+                    "llama_cpp_ceiling_same_k_tok_s", "full_width_vs_ceiling_same_k",
+                    "full_width_vs_ceiling_median_of_rounds", "batch_vs_sequential",
                     "batch_vs_llama_sequential", "batch_decode_vs_ceiling", "pure_decode_vs_ceiling",
                     "batch_end_to_end_vs_ceiling"):
             print(f"  {key:32} {r[key]}")

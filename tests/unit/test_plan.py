@@ -387,3 +387,35 @@ def test_apple_gpu_shares_memory_so_all_layers_go_and_ram_holds_everything(smol)
     assert plan.host_bytes == plan.total_bytes
     assert plan.gpu.unified_memory
     assert plan.reasons[2] == "GPU layers 31 of 31: all, the Apple M2 GPU shares system memory"
+
+
+# --- how many sequences `hearth batch` runs at once -----------------------------------------------
+
+
+def test_batch_parallel_is_16_on_a_cpu_and_64_with_every_layer_on_a_gpu(smol):
+    from hearth.runtime.batch import decide_parallel
+
+    assert decide_parallel(smol, machine(), per_seq=768)[0] == 16
+    n, reason = decide_parallel(smol, machine(gpus=[nvidia(20 * GIB)], offload=True), per_seq=768)
+    assert n == 64 and "GPU" in reason
+    # one KV stream per sequence, plus the prefix holder: 65 x 768 cells in the plan
+    plan = fit_plan(smol, machine(gpus=[nvidia(20 * GIB)], offload=True), ctx=768, n_seq=65, kv_unified=False)
+    assert plan.kv_unified is False and plan.n_ctx == 65 * 768
+    assert plan.kv_cache_bytes == 65 * 768 * SMOL_KV_PER_CELL
+
+
+def test_batch_parallel_shrinks_to_what_fits(smol):
+    from hearth.runtime.batch import decide_parallel
+
+    # 17 streams x 8,192 cells x 23,040 bytes = 3.0 GiB of KV cache: not in 1.5 GiB of RAM
+    n, reason = decide_parallel(smol, machine(ram_gib=1.5), per_seq=8192)
+    assert 1 <= n < 16 and "do not fit" in reason
+    assert fit_plan(smol, machine(ram_gib=1.5), ctx=8192, n_seq=n + 1, kv_unified=False).n_seq == n + 1
+    with pytest.raises(DoesNotFitError):
+        fit_plan(smol, machine(ram_gib=1.5), ctx=8192, n_seq=2 * n + 1, kv_unified=False)
+    # the GPU holds every layer for one sequence but not for 64 long ones: fewer sequences, all layers there
+    gpu = machine(gpus=[nvidia(2 * GIB)], offload=True)
+    n, _ = decide_parallel(smol, gpu, per_seq=8192)
+    assert 1 <= n < 64
+    plan = fit_plan(smol, gpu, ctx=8192, n_seq=n + 1, kv_unified=False)
+    assert plan.n_gpu_layers == plan.gpu.total_layers
