@@ -92,7 +92,8 @@ def batch(
             with out.progress("items", enabled=True) as bar:
                 task = bar.add_task("batch", total=(total - len(writer.done_ids)) if total else None, rate="")
                 summary = run_batch(loaded, items, writer,
-                                    on_line=lambda s: bar.update(task, completed=s.lines, rate=f"{s.tok_s} tok/s"))
+                                    on_line=lambda s: bar.update(task, completed=s.lines, rate=f"{s.tok_s} tok/s"),
+                                    on_error=_warn_line)
         finally:
             loaded.close()
     finally:
@@ -101,6 +102,11 @@ def batch(
             source.close()
     out.info(f"{summary.lines} lines · {summary.errors} errors · {summary.tokens} tokens · "
              f"{summary.wall_s:.1f}s · {summary.tok_s} tok/s")
+
+
+def _warn_line(record: dict, line_no: int | None) -> None:
+    where = f"line {line_no}" if line_no is not None else "a line"
+    out.warn(f"{where} (id {record['id']!r}): {record['error']}")
 
 
 def _open_input(path: str):

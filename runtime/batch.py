@@ -51,7 +51,7 @@ class BatchDefaults:
 def parse_line(text: str, line_no: int, defaults: BatchDefaults) -> BatchItem | BatchLineError:
     """One JSONL line to a BatchItem, or a BatchLineError saying what is wrong with it."""
     try:
-        data = json.loads(text)
+        data = json.loads(text.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         return BatchLineError(line_no, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}")
     if not isinstance(data, dict):
@@ -243,22 +243,25 @@ def decide_parallel(info, hw, *, per_seq: int, threads: int | None = None, gpu_l
 
 
 def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: ResultWriter,
-              on_line=None) -> BatchSummary:
+              on_line=None, on_error=None) -> BatchSummary:
     """Generate every item with continuous batching; write each result the moment it is done.
 
-    `on_line(summary)` is called after each written line (progress display).
+    `on_line(summary)` is called after each written line (progress display), `on_error(record,
+    line_no)` after each error record (a warning on stderr).
     """
     import time
 
-    from ..errors import HearthError
+    from ..errors import ContextOverflowError, HearthError
     from .generate import GenRequest, Generator, Hooks
 
     summary = BatchSummary()
     started = time.perf_counter()
     n_seq = loaded.engine.config.n_seq_max - 1  # the last sequence holds the shared prompt prefix
 
-    def emit(record: dict, error: bool, tokens: int = 0) -> None:
+    def emit(record: dict, error: bool, tokens: int = 0, line_no: int | None = None) -> None:
         writer.write(record)
+        if error and on_error:
+            on_error(record, line_no)
         summary.lines += 1
         summary.errors += int(error)
         summary.tokens += tokens
@@ -269,12 +272,12 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
     def requests():
         for item in items:
             if isinstance(item, BatchLineError):
-                emit({"id": item.id, "error": item.error}, True)
+                emit({"id": item.id, "error": item.error}, True, line_no=item.line_no)
                 continue
             try:
                 tokens = loaded.prompt_tokens(item.messages)
             except HearthError as exc:
-                emit({"id": item.id, "error": exc.message}, True)
+                emit({"id": item.id, "error": exc.message}, True, line_no=item.line_no)
                 continue
             parallel = min(item.samples, max(1, n_seq - 1)) if item.samples > n_seq else None
             yield GenRequest(tokens, item.params, item.max_tokens, item.stop, n=item.samples, parallel=parallel,
@@ -286,7 +289,9 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
 
         def on_request_error(self, request, error):
             message = getattr(error, "message", str(error))
-            emit({"id": request.key.id, "error": message}, True)
+            if isinstance(error, ContextOverflowError) and "per sequence" in message:
+                message += " (raise --ctx, the tokens each line may use, or lower max_tokens)"
+            emit({"id": request.key.id, "error": message}, True, line_no=request.key.line_no)
 
     Generator(loaded.engine, share_prefix=True).run(requests(), Writer())
     summary.wall_s = time.perf_counter() - started
