@@ -21,7 +21,7 @@ def batch(
     input_path: Annotated[str, typer.Argument(metavar="IN.jsonl", help="Input JSONL file, or - for stdin.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output JSONL file (appended, resumable), or - for stdout.")] = "-",
     model: opt.Model = None,
-    parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, max=64, help="Sequences decoded together (default: 16 on a CPU, 64 with every layer on a GPU, fewer if memory is short).")] = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, max=255, help="Sequences decoded together (default: 16 on a CPU, 64 with every layer on a GPU, fewer if memory is short).")] = None,
     system: opt.System = None,
     max_tokens: opt.MaxTokens = 256,
     temp: opt.Temperature = None,

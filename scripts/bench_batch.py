@@ -7,8 +7,11 @@ For each model: P prompts × T new tokens
   3. the same prompts one at a time through llama-cpp-python's `Llama`,
   4. llama.cpp's own multi-sequence decode ceiling (../shared/tools/llama_batched_ceiling.py,
      run as a subprocess right after, same model and threads).
-Prints aggregate tok/s for each and the ratios. Run it alone: two llama.cpp processes at once on
-a 2-core machine ruin each other's numbers.
+Prints aggregate tok/s for each and the ratios: end to end; all decode calls; decode-only calls;
+full-width decode calls (every slot decoding, no prompt tokens: the ceiling's own situation),
+against the ceiling at the same K, best of the rounds and the median of each round's paired
+ratio (per-round lines on stderr). Run it alone: two llama.cpp processes at once on a 2-core
+machine ruin each other's numbers.
 
 usage: python scripts/bench_batch.py [default gemma PATH ...] [--prompts 64] [--tokens 64] [--parallel 16] [--threads 2]
        [--rounds 3] [--flash-attn auto|on|off] [--kv streams|unified] [--quick (skip the one-at-a-time runs)] [--json]
