@@ -285,6 +285,10 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
 
     class Writer(Hooks):
         def on_request_done(self, request, samples):
+            # A run cut short (Ctrl-C) ends its live samples as "cancelled": write nothing for
+            # them, so a rerun generates those lines again instead of keeping half an answer.
+            if not samples or any(s.finish_reason == "cancelled" for s in samples):
+                return
             emit(result_record(request.key, samples), False, sum(len(s.tokens) for s in samples))
 
         def on_request_error(self, request, error):

@@ -98,6 +98,32 @@ def test_kill_then_resume_gives_every_id_once(tmp_path):
     assert all("text" in r for r in rows)
 
 
+def test_ctrl_c_writes_no_half_answers_and_rerun_completes(tmp_path):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = [f"id-{i}" for i in range(16)]
+    write_jsonl(src, [{"id": i, "prompt": f"Write a sentence about number {n}."} for n, i in enumerate(ids)])
+    cmd = [sys.executable, "-m", "hearth.cli", "batch", str(src), "-o", str(dst), "-n", "24", "-p", "4", "--seed", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline:  # a few results written, four sequences mid-answer: Ctrl-C
+        if dst.exists() and len(dst.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    partial = read_jsonl(dst)
+    assert 3 <= len(partial) < len(ids), "the interrupt should land mid-run"
+    # the answers cut short are not written (a rerun would otherwise keep half an answer)
+    assert all(r["finish_reason"] in ("stop", "length") for r in partial)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_jsonl(dst)
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+
+
 def test_line_with_samples_votes(hearth, tmp_path):
     src = tmp_path / "in.jsonl"
     write_jsonl(src, [{"id": "m", "prompt": "What is 2+3? Answer with a number.", "samples": 3, "max_tokens": 24,
