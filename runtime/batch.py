@@ -225,16 +225,16 @@ def decide_parallel(info, hw, *, per_seq: int, threads: int | None = None, gpu_l
 
     single = plan(1)  # raises DoesNotFitError when even one sequence does not fit
     on_gpu = single.gpu.layers > 0 and single.gpu.layers >= single.gpu.total_layers
-    n = GPU_PARALLEL if on_gpu else CPU_PARALLEL
-    default = n
-    while n > 1:
+
+    def fits(n: int) -> bool:
         try:
             got = plan(n)
         except DoesNotFitError:
-            n //= 2
-            continue
-        if not on_gpu or got.gpu.layers >= got.gpu.total_layers:
-            break
+            return False
+        return not on_gpu or got.gpu.layers >= got.gpu.total_layers
+
+    default = n = GPU_PARALLEL if on_gpu else CPU_PARALLEL
+    while n > 1 and not fits(n):
         n //= 2
     where = "every layer on the GPU" if on_gpu else "CPU"
     if n == default:
@@ -251,7 +251,7 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
     """
     import time
 
-    from ..errors import ContextOverflowError, HearthError
+    from ..errors import HearthError
     from .generate import GenRequest, Generator, Hooks
 
     summary = BatchSummary()
@@ -277,7 +277,7 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
             try:
                 tokens = loaded.prompt_tokens(item.messages)
             except HearthError as exc:
-                emit({"id": item.id, "error": exc.message}, True, line_no=item.line_no)
+                emit({"id": item.id, "error": _with_hint(exc)}, True, line_no=item.line_no)
                 continue
             parallel = min(item.samples, max(1, n_seq - 1)) if item.samples > n_seq else None
             yield GenRequest(tokens, item.params, item.max_tokens, item.stop, n=item.samples, parallel=parallel,
@@ -292,14 +292,18 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], writer: Resul
             emit(result_record(request.key, samples), False, sum(len(s.tokens) for s in samples))
 
         def on_request_error(self, request, error):
-            message = getattr(error, "message", str(error))
-            if isinstance(error, ContextOverflowError) and "per sequence" in message:
-                message += " (raise --ctx, the tokens each line may use, or lower max_tokens)"
-            emit({"id": request.key.id, "error": message}, True, line_no=request.key.line_no)
+            emit({"id": request.key.id, "error": _with_hint(error)}, True, line_no=request.key.line_no)
 
     Generator(loaded.engine, share_prefix=True).run(requests(), Writer())
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _with_hint(error: Exception) -> str:
+    """An error record's text: the message, and what to do about it when the error says."""
+    message = getattr(error, "message", str(error))
+    hint = getattr(error, "hint", None)
+    return f"{message} ({hint})" if hint else message
 
 
 def result_record(item: BatchItem, samples: list) -> dict:

@@ -201,6 +201,18 @@ class LlamaContext:
             raise ValueError("per-sequence KV streams copy whole sequences only")
         self._lib.llama_memory_seq_cp(self.memory, src, dst, start, end)
 
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Give `dst` the cells of `src`'s first `n` positions, whichever the KV layout.
+
+        Per-sequence streams cannot copy part of a sequence: the whole stream is copied, then
+        cut back to `n` positions.
+        """
+        if self.config.kv_unified:
+            self.seq_copy(src, dst, 0, n)
+        else:
+            self.seq_copy(src, dst)
+            self.seq_remove(dst, n, -1)
+
     def clear(self) -> None:
         self._lib.llama_memory_clear(self.memory, True)
 

@@ -307,7 +307,9 @@ class Generator:
             state.holder = self._take_seq(highest=True)
         seq_ids = fork_ids + ([state.holder] if state.holder is not None else [])
         self._reserved += request.kv_cells()
-        start = 0
+        # KV streams: the prompt goes to one sequence, the others get a copy of its stream when done
+        job = (_PromptJob(state, seq_ids[:1], fork_ids, 0, copy_to=seq_ids[1:]) if self.streams
+               else _PromptJob(state, seq_ids, fork_ids, 0))
         if request.reuse_prefix and request.n == 1:
             start = _common_prefix(engine.cached.get(seq_ids[0], []), request.prompt)
             start = min(start, len(request.prompt) - 1)  # the last prompt token must be evaluated
@@ -316,20 +318,15 @@ class Generator:
             for seq in seq_ids:
                 engine.ctx.seq_remove(seq, -1, -1)
             start = self._shared_prefix_len(request.prompt)
-            if start and self.streams:  # copy the holder's whole stream, then cut it to the shared part
-                engine.ctx.seq_copy(self._prefix_seq, seq_ids[0])
-                engine.ctx.seq_remove(seq_ids[0], start, -1)
-            for seq in seq_ids if start and not self.streams else ():
-                engine.ctx.seq_copy(self._prefix_seq, seq, 0, start)
+            for seq in job.seq_ids if start else ():
+                engine.ctx.copy_prefix(self._prefix_seq, seq, start)
         for seq in seq_ids:
             engine.cached.pop(seq, None)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
         state.launched = live
-        if self.streams:
-            self._jobs.append(_PromptJob(state, seq_ids[:1], fork_ids, start, copy_to=seq_ids[1:]))
-        else:
-            self._jobs.append(_PromptJob(state, seq_ids, fork_ids, start))
+        job.position = start
+        self._jobs.append(job)
 
     def _shared_prefix_len(self, prompt: list[int]) -> int:
         shared = min(_common_prefix(self._prefix, prompt), len(prompt) - 1)
@@ -341,11 +338,7 @@ class Generator:
         keep = min(len(prompt) - 1, PREFIX_CAP)
         if self._prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
             return
-        if self.streams:
-            self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq)
-            self.engine.ctx.seq_remove(self._prefix_seq, keep, -1)
-        else:
-            self.engine.ctx.seq_copy(job.seq_ids[0], self._prefix_seq, 0, keep)
+        self.engine.ctx.copy_prefix(job.seq_ids[0], self._prefix_seq, keep)
         self._prefix = prompt[:keep]
         self._reserved += keep
 
@@ -354,11 +347,7 @@ class Generator:
         seq = self._take_seq()
         n_prompt = len(state.request.prompt)
         self.engine.ctx.seq_remove(seq, -1, -1)
-        if self.streams:
-            self.engine.ctx.seq_copy(state.holder, seq)
-            self.engine.ctx.seq_remove(seq, n_prompt - 1, -1)
-        else:
-            self.engine.ctx.seq_copy(state.holder, seq, 0, n_prompt - 1)
+        self.engine.ctx.copy_prefix(state.holder, seq, n_prompt - 1)
         state.launched += 1
         self._jobs.append(_PromptJob(state, [seq], [seq], n_prompt - 1))
 
