@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import BadModelFileError, RuntimeFailure, UsageError
+from .hardware import local_cpu_weight_repacking
 from .sampling import SamplingParams
 
 
@@ -85,6 +86,7 @@ class LlamaModel:
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = local_cpu_weight_repacking()
         self._lib = lib
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

@@ -8,6 +8,7 @@ reports less.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -215,6 +216,31 @@ def detect_cpu() -> tuple[str, int, int, list[str]]:
             flags = frozenset({"asimd", "asimddp"} | i8mm)
     physical, logical = usable_cores(physical_total, logical_total, _usable_logical(logical_total))
     return model, physical, logical, simd_features(flags)
+
+
+def cpu_weight_repacking(simd: list[str] | tuple[str, ...], override: str | None = None) -> tuple[bool, str | None]:
+    """Whether llama.cpp may put weights in its CPU "extra" buffers (AMX tiles, repacked rows).
+
+    On CPUs with AMX, llama.cpp 0.3.36's AMX matrix kernel crashed every multi-token decode in
+    this project's test VMs (Xeon with AMX_INT8, SIGSEGV in ggml_backend_amx_mul_mat, even with
+    the tile permission granted), so there the extra buffers stay off: plain kernels, a little
+    slower on some quant types, never a crash. HEARTH_CPU_REPACK=1 turns them back on, =0 off.
+    Returns the choice and, when it is off, why.
+    """
+    if override is not None and override.strip() in ("0", "1"):
+        on = override.strip() == "1"
+        return on, None if on else "CPU weight repacking off (HEARTH_CPU_REPACK=0)"
+    if "AMX_INT8" in simd:
+        return False, "CPU weight repacking off: llama.cpp's AMX kernels crash on this CPU (HEARTH_CPU_REPACK=1 to try)"
+    return True, None
+
+
+@functools.lru_cache(maxsize=1)
+def local_cpu_weight_repacking() -> bool:
+    """`cpu_weight_repacking` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""
+    text = _read_text("/proc/cpuinfo") or ""
+    simd = simd_features(parse_cpuinfo(text).flags) if text else []
+    return cpu_weight_repacking(simd, os.environ.get("HEARTH_CPU_REPACK"))[0]
 
 
 def detect_memory() -> tuple[int, int]:

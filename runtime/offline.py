@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import BadModelFileError, ConversionError, RuntimeFailure
+from .hardware import local_cpu_weight_repacking
 
 # hearth's quant names -> llama_ftype values (llama.h).
 QUANT_TYPES: dict[str, int] = {
@@ -61,6 +62,7 @@ class _Model:
         params = lib.llama_model_default_params()
         params.vocab_only = vocab_only
         params.n_gpu_layers = 0
+        params.use_extra_bufts = local_cpu_weight_repacking()
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
             raise BadModelFileError(f"llama.cpp could not load {path}", hint="is it a complete GGUF for a supported architecture?")

@@ -18,12 +18,13 @@ checked against its own log ("llama_kv_cache: size = ...", "compute buffer size 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ContextOverflowError, DoesNotFitError
 from .gguf_file import GGUFInfo, LazyArray
-from .hardware import GpuInfo, HardwareInfo
+from .hardware import GpuInfo, HardwareInfo, cpu_weight_repacking
 
 GIB = 1024**3
 MIB = 1024**2
@@ -478,7 +479,8 @@ def fit_plan(model: GGUFInfo, hw: HardwareInfo, *, ctx: int | None = None, threa
     if n_seq > 1:
         ctx_reasons.append(f"context {n_ctx} in all: {candidate} for each of {n_seq} sequences"
                            + ("" if kv_unified else ", each in a KV stream of its own"))
-    reasons += ctx_reasons + [
+    repack, repack_reason = cpu_weight_repacking(hw.simd_features, os.environ.get("HEARTH_CPU_REPACK"))
+    reasons += ctx_reasons + ([repack_reason] if repack_reason else []) + [
         memory.reason,
         f"batch {n_batch}: the prompt is evaluated {n_batch} tokens at a time",
         f"memory: needs {format_gib(memory.host)} of RAM, {format_gib(hw.ram_available_bytes)} available",

@@ -100,21 +100,10 @@ def test_kill_then_resume_gives_every_id_once(tmp_path):
 
 def test_ctrl_c_writes_no_half_answers_and_rerun_completes(tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = [f"id-{i}" for i in range(16)]
+    ids = [f"id-{i}" for i in range(24)]
     write_jsonl(src, [{"id": i, "prompt": f"Write a sentence about number {n}."} for n, i in enumerate(ids)])
     cmd = [sys.executable, "-m", "hearth.cli", "batch", str(src), "-o", str(dst), "-n", "24", "-p", "4", "--seed", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    deadline = time.time() + 120
-    while time.time() < deadline:  # a few results written, four sequences mid-answer: Ctrl-C
-        if dst.exists() and len(dst.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in err
-    partial = read_jsonl(dst)
-    assert 3 <= len(partial) < len(ids), "the interrupt should land mid-run"
+    partial = _interrupt_mid_run(cmd, dst, len(ids))
     # the answers cut short are not written (a rerun would otherwise keep half an answer)
     assert all(r["finish_reason"] in ("stop", "length") for r in partial)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -122,6 +111,35 @@ def test_ctrl_c_writes_no_half_answers_and_rerun_completes(tmp_path):
     rows = read_jsonl(dst)
     assert sorted(r["id"] for r in rows) == sorted(ids)
     assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+
+
+def _interrupt_mid_run(cmd: list[str], dst, total: int) -> list[dict]:
+    """Start `cmd`, let it write a few lines, then Ctrl-C it while it provably has lines left.
+
+    The process is frozen (SIGSTOP) while its output is counted, so the count cannot go stale
+    before the signal lands, however busy the machine; a run that got too far before the test
+    looked (a starved test process) is started again from scratch.
+    """
+    for _attempt in range(3):
+        dst.unlink(missing_ok=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 180
+        while not (dst.exists() and len(dst.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "no output"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGSTOP)
+        written = len(dst.read_text().splitlines())
+        proc.send_signal(signal.SIGINT)  # pending until the process runs again
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+        if written > total - 2:
+            continue  # nearly done before we looked: no proof of work left, try again
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "interrupted" in err
+        partial = read_jsonl(dst)
+        assert 3 <= len(partial) < total, "the interrupt should land mid-run"
+        return partial
+    raise AssertionError("the batch always finished before it could be interrupted")
 
 
 def test_line_with_samples_votes(hearth, tmp_path):

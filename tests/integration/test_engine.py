@@ -24,6 +24,17 @@ def engine(default_model_path, request):
         yield eng
 
 
+def _exact(engine) -> bool:
+    """Whether greedy tokens are guaranteed not to depend on what else the batch holds.
+
+    With one KV stream per sequence, each sequence is its own micro-batch with its own cells:
+    exact on any CPU (tested). With one shared buffer, rows of other sequences change the shapes
+    llama.cpp's kernels see, and their float summation order differs by CPU (AVX2 vs AVX-512),
+    so greedy ties can break differently: only the structure is guaranteed there.
+    """
+    return not engine.config.kv_unified
+
+
 def prompt(engine, text="Write a short story about a cat."):
     return engine.tokenize(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
 
@@ -87,9 +98,15 @@ def test_late_samples_fork_from_held_prompt(engine):
 def test_batched_greedy_matches_one_at_a_time(engine):
     texts = ["Name three fruits.", "What is 2+2?", "Say hello in French.", "Describe the sea."]
     requests = [GenRequest(prompt(engine, t), GREEDY, 16, key=t) for t in texts]
-    together = Generator(engine).run(requests)
+    generator = Generator(engine)
+    together = generator.run(requests)
     alone = [Generator(engine).run([GenRequest(prompt(engine, t), GREEDY, 16)])[0][0] for t in texts]
-    assert [r[0].tokens for r in together] == [a.tokens for a in alone]
+    assert generator.stats.max_rows_per_call == len(texts)  # they did decode together
+    assert [r[0].request.key for r in together] == texts  # results in request order
+    if _exact(engine):
+        assert [r[0].tokens for r in together] == [a.tokens for a in alone]
+    else:
+        assert all(r[0].tokens and r[0].finish_reason in ("length", "stop") for r in together)
 
 
 def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
@@ -109,7 +126,10 @@ def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
     # request admitted later copies the system prompt's cells instead of evaluating them
     assert shared.stats.prompt_reused >= 8 * (len(texts) - 8)
     assert shared.stats.prompt_tokens < plain.stats.prompt_tokens
-    assert [r[0].tokens[:6] for r in got] == [r[0].tokens[:6] for r in expected]
+    assert plain.stats.prompt_reused == 0
+    assert all(r[0].tokens for r in got) and len(got) == len(texts)
+    if _exact(engine):
+        assert [r[0].tokens[:6] for r in got] == [r[0].tokens[:6] for r in expected]
 
 
 def test_prefix_reuse_evaluates_only_new_tokens(engine):

@@ -119,16 +119,21 @@ def test_cut_then_hub_down_fails_and_the_rerun_resumes(repo, size, hub, tmp_path
 
 
 def test_ctrl_c_mid_download_then_rerun_resumes(repo, size, hub, tmp_path):
-    hub.fail("stall", fraction=0.5, seconds=60)
-    proc = hearth_process("pull", "org/M-GGUF:Q4_K_M")
+    # The server stalls after half the file for longer than the whole test, and the client's read
+    # timeout is longer still: until the signal the client provably has work left, however slow
+    # or busy the machine (with the default 10 s timeout a starved test let it resume by itself).
+    hub.fail("stall", fraction=0.5, seconds=300)
+    proc = hearth_process("pull", "org/M-GGUF:Q4_K_M", env={"HF_HUB_DOWNLOAD_TIMEOUT": "600"})
     # wait until the client has written the half the server sent (not a fixed sleep: under load
     # the client can take longer than any fixed pause to write what it received)
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    deadline = time.time() + 120
+    while True:
         partial = list(blobs_dir(tmp_path).glob("*.incomplete"))
         if hub.body_bytes() >= size // 2 and partial and partial[0].stat().st_size >= size // 2:
             break
+        assert proc.poll() is None and time.time() < deadline, "the pull never reached the stall"
         time.sleep(0.05)
+    assert proc.poll() is None  # still mid-download: the signal lands on work left to do
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
