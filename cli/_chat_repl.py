@@ -15,7 +15,8 @@ from typing import Iterator
 from ..errors import HearthError, UsageError
 from ..runtime import conversation as conv
 from . import _output as out
-from .chat import PROMPT, ChatSession, TurnResult, interrupt_flag
+from ..runtime.chat import ChatSession, TurnResult
+from .chat import PROMPT, interrupt_flag
 
 
 class ChatRepl:
@@ -177,11 +178,11 @@ class ChatRepl:
                    f"{conv.context_meter(self.session.used, self.session.n_ctx)}")
 
     def _answer_reasoning(self) -> None:
-        from .reasoning import _LiveView
+        from .reasoning import LiveView
 
         try:
             with out.live_text() as live:
-                view = _LiveView(self.session.samples, live)
+                view = LiveView(self.session.samples, live)
                 _, result = self.session.respond_reasoning(view.update, on_trim=self._trimmed)
         except KeyboardInterrupt:
             self.session.conversation.turns.pop()

@@ -145,11 +145,9 @@ def progress(kind: str = "bytes", enabled: bool = True) -> Iterator[Any]:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+    from ..units import format_bytes
+
+    return format_bytes(n)
 
 
 class _NullLive:

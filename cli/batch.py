@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,9 +14,6 @@ from . import _options as opt
 from . import _output as out
 from .app import command
 
-PROMPT_ALLOWANCE = 512
-
-
 @command("batch")
 def batch(
     input_path: Annotated[str, typer.Argument(metavar="IN.jsonl", help="Input JSONL file, or - for stdin.")],
@@ -23,15 +21,16 @@ def batch(
     model: opt.Model = None,
     parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, max=255, help="Sequences decoded together (default: 16 on a CPU, 64 with every layer on a GPU, fewer if memory is short).")] = None,
     system: opt.System = None,
-    max_tokens: opt.MaxTokens = 256,
+    max_tokens: opt.max_tokens_option("batch") = None,
     temp: opt.Temperature = None,
-    top_k: opt.TopK = 40,
-    top_p: opt.TopP = 0.95,
-    min_p: opt.MinP = 0.05,
-    repeat_penalty: opt.RepeatPenalty = 1.0,
+    top_k: opt.TopK = None,
+    top_p: opt.TopP = None,
+    min_p: opt.MinP = None,
+    repeat_penalty: opt.RepeatPenalty = None,
     seed: opt.Seed = None,
     stop: opt.Stop = None,
-    json_schema: Annotated[Optional[Path], typer.Option("--json-schema", help="Constrain every answer to JSON matching this schema.")] = None,
+    schema: opt.SchemaFile = None,
+    grammar: opt.GrammarFile = None,
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
@@ -50,56 +49,26 @@ def batch(
 
       cat prompts.jsonl | hearth batch - --temp 0 > answers.jsonl
 
-      hearth batch prompts.jsonl -o labels.jsonl --json-schema label.schema.json -p 8
+      hearth batch prompts.jsonl -o labels.jsonl --schema label.schema.json -p 8
     """
-    from ..runtime.batch import (BatchDefaults, ResultWriter, check_output_writable, decide_parallel, read_items,
-                                 run_batch)
-    from ..runtime.hardware import detect_hardware
-    from ..runtime.session import PlanRequest, load_model
-    from .run import read_grammar, sampling_from_flags
+    from ..runtime.jsonl_batch import ResultWriter, check_output_writable
+    from .run import load_model
 
     out.set_verbosity(verbose)
-    source = _open_input(input_path)
+    options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                                     repeat_penalty=repeat_penalty, seed=seed, stop=stop, schema=schema, grammar=grammar)
     out_path = None if output == "-" else Path(output)
     if out_path is not None:
         check_output_writable(out_path)
-    grammar = read_grammar(json_schema, None)
-    params = sampling_from_flags(temp, top_k, top_p, min_p, repeat_penalty, seed, grammar)
-    writer = ResultWriter(out_path)
-    total = _count_lines(input_path)
-    try:
-        defaults = BatchDefaults(params, max_tokens, system, tuple(stop or ()))
-        items = read_items(source, defaults, writer.done_ids)
-        # Per sequence: room for the answer plus a typical prompt; longer prompts get an error
-        # record naming --ctx. Each sequence has a KV stream of its own: attention then spans one
-        # sequence's cells, not every sequence's (2.4x faster decode at 64 in flight on SmolLM2).
-        per_seq = ctx or -(-(max_tokens + PROMPT_ALLOWANCE) // 256) * 256
-
-        def plan_request(info) -> PlanRequest:
-            n_seq = parallel
-            if n_seq is None:
-                n_seq, reason = decide_parallel(info, detect_hardware(), per_seq=per_seq, threads=threads,
-                                                gpu_layers=gpu_layers, max_tokens=max_tokens)
-                out.detail(reason)
-            # one more sequence than in flight: it holds the prompts' shared prefix
-            return PlanRequest(ctx=per_seq, threads=threads, gpu_layers=gpu_layers, n_seq=n_seq + 1,
-                               max_tokens=max_tokens, kv_unified=False)
-
-        loaded = load_model(model, plan_request, verbose=verbose >= 2)
-        try:
-            if writer.done_ids:
-                out.info(f"resuming: {len(writer.done_ids)} ids already in {out_path}")
-            with out.progress("items", enabled=True) as bar:
-                task = bar.add_task("batch", total=(total - len(writer.done_ids)) if total else None, rate="")
-                summary = run_batch(loaded, items, writer,
-                                    on_line=lambda s: bar.update(task, completed=s.lines, rate=f"{s.tok_s} tok/s"),
-                                    on_error=_warn_line)
-        finally:
-            loaded.close()
-    finally:
-        writer.close()
-        if source is not sys.stdin:
-            source.close()
+    with _open_input(input_path) as source, ResultWriter(out_path, sys.stdout) as writer:
+        if writer.done_ids:
+            out.info(f"resuming: {len(writer.done_ids)} ids already in {out_path}")
+        total = _count_lines(input_path)
+        with load_model(model, None, threads, gpu_layers, verbose) as loaded, out.progress("items", enabled=True) as bar:
+            task = bar.add_task("batch", total=(total - len(writer.done_ids)) if total else None, rate="")
+            summary = loaded.run_batch(source, writer.write, options, system=system, parallel=parallel, ctx=ctx,
+                                       skip_ids=writer.done_ids, on_error=_warn_line, on_layout=out.detail,
+                                       on_line=lambda s: bar.update(task, completed=s.lines, rate=f"{s.tok_s} tok/s"))
     out.info(f"{summary.lines} lines · {summary.errors} errors · {summary.tokens} tokens · "
              f"{summary.wall_s:.1f}s · {summary.tok_s} tok/s")
 
@@ -111,7 +80,7 @@ def _warn_line(record: dict, line_no: int | None) -> None:
 
 def _open_input(path: str):
     if path == "-":
-        return sys.stdin
+        return contextlib.nullcontext(sys.stdin)
     try:
         return open(path, encoding="utf-8")
     except FileNotFoundError:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,59 +40,23 @@ def convert(
 
       hearth convert ./my-llama -o my-llama-f32.gguf --outtype f32 --no-register
     """
-    from ..quantize import registry
-    from ..quantize.convert import convert_checkpoint, resolve_source
-    from ..quantize.quantize import normalize_type
-
-    target = normalize_type(quant) if quant else outtype.upper()
+    from ..model_files import convert as convert_model
     from .models import PullProgress
 
     with _output.progress("bytes", enabled=not json_out) as bar:
-        folder = resolve_source(src, revision, PullProgress(bar))
-    model_name = name or (src.rstrip("/").split("/")[-1] if not Path(src).exists() else folder.resolve().name)
-    out = output or registry.models_dir(model_name) / f"{registry.safe_name(model_name)}-{target}.gguf"
-    if out.exists() and not force:
-        from ..errors import UsageError
-
-        raise UsageError(f"{out} already exists", hint="pass --force to replace it")
-    stage = out if not quant else Path(tempfile.mkdtemp(prefix=".hearth-convert-", dir=out.parent if out.parent.exists() else None)) / "stage.gguf"
-    try:
-        with _output.progress("bytes", enabled=not json_out) as bar:
-            task = bar.add_task(f"convert {model_name}", total=None)
-            result = convert_checkpoint(folder, stage, outtype, model_name,
-                                        lambda tensor, done, total: bar.update(task, completed=done, total=total))
-        if quant:
-            qres = _quantize(stage, quant, out, threads, None, True, json_out)
-            size = qres.output_bytes
-        else:
-            size = result.n_bytes
-    finally:
-        if quant:
-            stage.unlink(missing_ok=True)
-            stage.parent.rmdir()
-    entry = registry.register(model_name, target, out, src) if register else None
-    report = {"path": str(out), "name": model_name, "architecture": result.architecture, "gguf_arch": result.gguf_arch,
-              "type": target, "tensors": result.n_tensors, "params": result.n_params, "bytes": size,
-              "registered": entry is not None}
+        task = bar.add_task(f"convert {name or src}", total=None)
+        report = convert_model(src, output, outtype=outtype, quant=quant, name=name, register=register,
+                               revision=revision, threads=threads, force=force, observer=PullProgress(bar),
+                               on_tensor=lambda tensor, done, total: bar.update(task, completed=done, total=total),
+                               on_quantize=lambda p: bar.update(task, completed=p.done, total=p.total))
     if json_out:
-        _output.emit_json(report)
+        _output.emit_json(report.to_dict())
         return
-    _output.key_values([("path", out), ("architecture", f"{result.architecture} -> {result.gguf_arch}"),
-                        ("type", target), ("params", f"{result.n_params:,}"), ("size", _output.human_bytes(size))])
-    if entry:
-        _output.info(f"registered: hearth run -m {model_name}")
-
-
-def _quantize(src: Path, quant: str, out: Path, threads, imatrix, force: bool, json_out: bool):
-    from ..quantize.quantize import quantize_file
-
-    with _output.progress("items", enabled=not json_out) as bar:
-        task = bar.add_task(f"quantize {quant}", total=None, rate="")
-
-        def step(p):
-            bar.update(task, completed=p.done, total=p.total, rate=p.tensor)
-
-        return quantize_file(src, quant, out, threads, imatrix, force, step)
+    _output.key_values([("path", report.path), ("architecture", f"{report.architecture} -> {report.gguf_arch}"),
+                        ("type", report.type), ("params", f"{report.params:,}"),
+                        ("size", _output.human_bytes(report.bytes))])
+    if report.registered:
+        _output.info(f"registered: hearth run -m {report.name}")
 
 
 @command("quantize")
@@ -120,13 +82,12 @@ def quantize(
 
       hearth quantize model-F16.gguf IQ4_XS --imatrix imatrix.gguf -o small.gguf
     """
-    from ..quantize import registry
+    from ..model_files import quantize as quantize_model
 
-    src = _model_path(model)
-    result = _quantize(src, quant, output, threads, imatrix, force, json_out)
-    entry = registry.entry_for_file(src)
-    if entry is not None:
-        registry.register(entry.name, result.quant, result.path, entry.source)
+    with _output.progress("items", enabled=not json_out) as bar:
+        task = bar.add_task(f"quantize {quant}", total=None, rate="")
+        result = quantize_model(model, quant, output, imatrix=imatrix, threads=threads, force=force,
+                                on_progress=lambda p: bar.update(task, completed=p.done, total=p.total, rate=p.tensor))
     report = {"path": str(result.path), "type": result.quant, "input_type": result.input_type,
               "input_bytes": result.input_bytes, "output_bytes": result.output_bytes,
               "seconds": round(result.seconds, 2), "requantized": result.requantized}
@@ -138,21 +99,6 @@ def quantize(
     _output.key_values([("path", result.path), ("type", f"{result.input_type} -> {result.quant}"),
                         ("size", f"{_output.human_bytes(result.input_bytes)} -> {_output.human_bytes(result.output_bytes)}"),
                         ("time", f"{result.seconds:.1f} s")])
-
-
-def _model_path(ref: str) -> Path:
-    """A path, or a registered name: bare NAME means its most precise file (the quantization source)."""
-    path = Path(ref).expanduser()
-    if path.exists() or ref.endswith(".gguf"):
-        return path
-    from ..quantize import registry
-    from ..runtime.models import resolve_model
-
-    entry = registry.most_precise(ref) if ":" not in ref else None
-    if entry is not None and Path(entry.path).is_file():
-        return Path(entry.path)
-
-    return resolve_model(ref).path
 
 
 @command("quality")
@@ -177,13 +123,13 @@ def quality(
 
       hearth quality model-F16.gguf model-Q8_0.gguf --text book.txt --ctx 1024 --json
     """
-    from ..quantize.quality import evaluate_quality, read_text
+    from ..model_files import evaluate_quality
+    from ..quantize.quality import read_text
 
     body = read_text(text)
     with _output.progress("items", enabled=not json_out) as bar:
         task = bar.add_task("evaluate", total=None, rate="")
-        report = evaluate_quality(_model_path(reference), _model_path(candidate), body, ctx,
-                                  threads or max(1, os.cpu_count() or 1), chunks,
+        report = evaluate_quality(reference, candidate, body, ctx, threads, chunks,
                                   lambda done, total: bar.update(task, completed=done, total=total))
     if json_out:
         _output.emit_json(report.as_dict())

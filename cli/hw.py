@@ -82,14 +82,9 @@ def plan(model: ModelArg = None, ctx: Ctx = None, threads: Threads = None,
 
       hearth plan default --json | jq .total_bytes
     """
-    from ..runtime.gguf_file import read_gguf
-    from ..runtime.hardware import detect_hardware
-    from ..runtime.models import resolve_model
-    from ..runtime.plan import fit_plan
+    from ..model_files import plan_model
 
-    resolved = resolve_model(model)
-    header = read_gguf(resolved.path)
-    result = fit_plan(header, detect_hardware(), ctx=ctx, threads=threads, gpu_layers=gpu_layers)
+    resolved, header, result = plan_model(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers)
     model_info = {
         "reference": resolved.reference, "name": resolved.name, "path": str(resolved.path),
         "architecture": header.architecture, "n_params": header.n_params, "file_bytes": header.file_size,

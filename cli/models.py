@@ -63,7 +63,7 @@ def pull(
 
       hearth pull org/Model-GGUF:q8_0 --revision v1.1 --json
     """
-    from ..hub.pull import pull_model
+    from ..model_files import fit_summary, pull as pull_model
 
     out.set_verbosity(verbose)
     with out.progress("bytes", enabled=not json_out) as bar:
@@ -72,7 +72,7 @@ def pull(
         out.warn(result.note)
     elif not result.downloaded_bytes:
         out.info(f"{result.reference} is already here")
-    plan_line = _fit_summary(result)
+    plan_line = fit_summary(result.files[0].path)
     if json_out:
         out.emit_json({**pull_record(result), "plan": plan_line})
         return
@@ -81,20 +81,6 @@ def pull(
              ("size", out.human_bytes(result.size)), ("downloaded", out.human_bytes(result.downloaded_bytes))]
     pairs += [("file", f.path) for f in result.files]
     out.key_values(pairs)
-
-
-def _fit_summary(result) -> str:
-    """What the fit planner says about the pulled file, from its real header."""
-    from ..runtime.gguf_file import read_gguf
-    from ..runtime.hardware import detect_hardware
-    from ..runtime.plan import fit_plan, format_gib
-
-    try:
-        plan = fit_plan(read_gguf(result.files[0].path), detect_hardware())
-    except HearthError as exc:
-        return f"does not fit as is: {exc.message}"
-    return (f"fits: context {plan.n_ctx}, {plan.n_threads} threads, {plan.n_gpu_layers} GPU layers, "
-            f"{format_gib(plan.total_bytes)} of {format_gib(plan.available_bytes)} available")
 
 
 def pull_record(result) -> dict:
@@ -173,36 +159,6 @@ def list_models(json_out: opt.Json = False) -> None:
         for r in rows])
 
 
-def model_details(reference: str) -> dict:
-    """What `show` reports: GGUF metadata of a store model, a .gguf path or `default`."""
-    from collections import Counter
-
-    from ..hub import store
-    from ..runtime.gguf_file import LazyArray, read_gguf
-    from ..runtime.models import resolve_model
-
-    stored = store.pick_stored(reference)
-    if stored is not None:
-        name, paths = stored.reference, list(stored.paths)
-    else:
-        resolved = resolve_model(reference)
-        name, paths = resolved.name, store.split_parts(resolved.path)
-    infos = [read_gguf(p) for p in paths]
-    first = infos[0]
-    tokens = first.metadata.get("tokenizer.ggml.tokens")
-    vocab = tokens.count if isinstance(tokens, LazyArray) else len(tokens or []) or None
-    types = Counter(t.type_name for info in infos for t in info.tensors)
-    return {
-        "model": name, "files": [str(p) for p in paths], "size_bytes": sum(i.file_size for i in infos),
-        "architecture": first.architecture, "name": first.metadata.get("general.name"),
-        "parameters": sum(i.n_params for i in infos), "layers": first.arch_value("block_count"),
-        "heads": first.arch_value("attention.head_count"), "kv_heads": first.arch_value("attention.head_count_kv"),
-        "embedding_length": first.arch_value("embedding_length"), "context_length": first.arch_value("context_length"),
-        "vocab_size": first.arch_value("vocab_size") or vocab, "license": first.metadata.get("general.license"),
-        "tensor_types": dict(types.most_common()), "chat_template": first.chat_template,
-    }
-
-
 @command("show")
 def show(model: Annotated[str, typer.Argument(help="REPO[:QUANT], a .gguf path, or `default`.", show_default=False)],
          json_out: opt.Json = False) -> None:
@@ -216,6 +172,8 @@ def show(model: Annotated[str, typer.Argument(help="REPO[:QUANT], a .gguf path, 
 
       hearth show default
     """
+    from ..model_files import model_details
+
     details = model_details(model)
     if json_out:
         out.emit_json(details)

@@ -1,46 +1,25 @@
-"""Reasoning mode for `hearth run --samples K` (and `/think K` in chat)."""
+"""Reasoning mode for `hearth run --samples K` / `--answer MODE` (and `/think K` in chat)."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from . import _output as out
 
 
-def run_reasoning(text, *, model, system, max_tokens, temp, top_k, top_p, min_p, repeat_penalty, seed, stop,
-                  ctx, threads, gpu_layers, samples, vote, answer, adaptive, show_reasoning, json_out, verbose):
+def run_reasoning(text, options, *, model, system, ctx, threads, gpu_layers, samples, vote, answer, adaptive,
+                  show_reasoning, json_out, verbose):
     from ..runtime.answers import parse_answer_mode
-    from ..runtime.generate import Generator
-    from ..runtime.prompts import reasoning_prompt
-    from ..runtime.reasoning import ReasoningConfig, parallel_for, reason
-    from ..runtime.session import PlanRequest, load_model
-    from .run import sampling_from_flags
+    from .run import load_model
 
     parse_answer_mode(answer)  # a bad --answer fails before the model loads
-    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
-    params = sampling_from_flags(temp, top_k, top_p, min_p, repeat_penalty, seed, default_temp=0.7)
-    question = reasoning_prompt(text, answer) if answer == "number" else text
-    out.detail(f"reasoning prompt:\n{question}")
-    loaded = load_model(model, PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers, n_seq=config.sequences_needed(),
-                                           max_tokens=max_tokens * samples), verbose=verbose >= 2)
-    try:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-        tokens = loaded.prompt_tokens(messages)
-        needed = len(tokens) + samples * max_tokens
-        config = replace(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0))
-        if config.sequences_needed() > loaded.engine.config.n_seq_max:  # on a GPU: all K at once
-            loaded.resize(config.sequences_needed(), max(needed, loaded.engine.n_ctx))
-        loaded.ensure_context(needed)
-        with out.live_text(enabled=not json_out) as live:
-            view = _LiveView(samples, live)
-            result = reason(Generator(loaded.engine), tokens, params, max_tokens, config, tuple(stop or ()),
-                            on_update=view.update)
+    with load_model(model, ctx, threads, gpu_layers, verbose) as loaded:
+        with out.live_text(enabled=not json_out and samples > 1) as live:
+            view = LiveView(samples, live)
+            result = loaded.reason(text, samples, answer=answer, vote=vote, adaptive=adaptive, system=system,
+                                   options=options, on_update=view.update)
         _report(result, loaded.name, show_reasoning, json_out)
-    finally:
-        loaded.close()
 
 
-class _LiveView:
+class LiveView:
     """Per-sample token counts and answers, plus the running tally, redrawn on stderr."""
 
     def __init__(self, k: int, live):
@@ -64,7 +43,7 @@ class _LiveView:
 
 def _report(result, model_name: str, show_reasoning: bool, json_out: bool) -> None:
     if json_out:
-        out.emit_json(reasoning_record(result, model_name))
+        out.emit_json(result.to_dict(model_name))
         return
     if show_reasoning and result.vote.winner_index is not None:
         out.write(result.samples[result.vote.winner_index].text.rstrip() + "\n\n")
@@ -76,21 +55,3 @@ def _report(result, model_name: str, show_reasoning: bool, json_out: bool) -> No
     out.info(f"votes {counts or 'none'} · {len(result.samples)} samples · {result.tokens_total} tokens"
              f" (~{result.tokens_saved_est} saved) · {result.wall_s:.1f}s"
              + (f" · stopped early ({result.stop_reason})" if result.stopped_early else ""))
-
-
-def reasoning_record(result, model_name: str) -> dict:
-    return {
-        "answer": result.answer,
-        "model": model_name,
-        "votes": {a: {"count": n, "weight": round(result.vote.weights.get(a, 0.0), 4)} for a, n in result.vote.counts.items()},
-        "samples": [
-            {"text": s.text, "answer": s.answer, "tokens": s.tokens, "mean_logprob": s.mean_logprob,
-             "weight": round(s.weight, 4), "stopped_early": s.stopped_early, "cut": s.cut, "finish_reason": reason}
-            for s, reason in zip(result.samples, result.finish_reasons)
-        ],
-        "tokens_total": result.tokens_total,
-        "tokens_saved_est": result.tokens_saved_est,
-        "stopped_early": result.stopped_early,
-        "stop_reason": result.stop_reason,
-        "timings": {"wall_s": round(result.wall_s, 3), **{k: result.stats[k] for k in ("prompt_tok_s", "decode_tok_s", "decode_calls", "max_rows_per_call", "prompt_evals")}},
-    }

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from ..errors import DiskSpaceError, DoesNotFitError, HubError, IntegrityError, UsageError
 from . import store
@@ -88,14 +88,12 @@ def check_free_space(needed_bytes: int, free_bytes: int, where: Path) -> None:
         )
 
 
-def memory_budget_bytes() -> int:
-    """Memory a model may use, as the fit planner sees this machine: available RAM (container
-    limits included) plus free GPU memory when this llama.cpp build can offload to it."""
-    from ..runtime.hardware import detect_hardware
+def available_ram_bytes() -> int:
+    """RAM available now: the choice's fallback when the caller gives no budget (the library's
+    `hearth.pull` passes the planner's, GPU memory included; the store never starts llama.cpp)."""
+    import psutil
 
-    hw = detect_hardware()
-    gpu_free = sum(g.memory_free_bytes or 0 for g in hw.gpus) if hw.gpu_offload else 0
-    return int(hw.ram_available_bytes + gpu_free)
+    return int(psutil.virtual_memory().available)
 
 
 def free_bytes(path: Path) -> int:
@@ -187,7 +185,7 @@ class RemoteFile:
 
 # -- pull --------------------------------------------------------------------------------------
 def pull_model(reference: str, revision: str | None = None, observer: PullObserver | None = None,
-               memory_budget: int | None = None) -> PullResult:
+               memory_budget: Callable[[], int] | None = None) -> PullResult:
     """Download (or find) the model a `REPO[:QUANT]` reference names; see the module docstring."""
     observer = observer or SilentObserver()
     parsed = store.parse_reference(reference)
@@ -229,7 +227,7 @@ def hub_listing(repo_id: str, revision: str | None) -> tuple[tuple[str, list["Re
 
 
 def _cached_result(reference: str, repo_id: str, why: str) -> PullResult:
-    found = store.pick_stored(reference)
+    found = store.pick_stored(reference, memory_budget=None)
     if found is None:
         raise HubError(f"{why}, and {reference} is not in the local cache",
                        hint="check the network (or HF_ENDPOINT); `hearth list` shows the models you have")
@@ -276,7 +274,7 @@ def list_repo(repo_id: str, revision: str | None) -> tuple[str, list[RemoteFile]
 
 
 def _select(repo_id: str, files: list[RemoteFile], wanted: str | None,
-            memory_budget: int | None) -> tuple[ModelFiles, str | None]:
+            memory_budget: Callable[[], int] | None) -> tuple[ModelFiles, str | None]:
     ggufs = [f for f in files if f.name.lower().endswith(".gguf")]
     unsafe = [f.name for f in ggufs if not store.is_safe_repo_path(f.name)]
     if unsafe:
@@ -293,7 +291,7 @@ def _select(repo_id: str, files: list[RemoteFile], wanted: str | None,
             labels = ", ".join(sorted({m.label for m in models}))
             raise HubError(f"no {wanted} in {repo_id}; it has: {labels}", hint=f"hearth pull {repo_id}:{models[0].label}")
         return model, None
-    budget = memory_budget if memory_budget is not None else memory_budget_bytes()
+    budget = memory_budget() if memory_budget is not None else available_ram_bytes()
     choice = choose_quant(models, budget)
     return choice.model, choice.reason
 

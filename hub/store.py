@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import ModelNotFoundError, UsageError
 from ..paths import atomic_write, data_dir
+from ..units import format_bytes
 
 # A quant name between separators: Q4_K_M, q8_0, IQ4_XS, UD-Q4_K_XL, F16, BF16, TQ1_0, MXFP4...
 _QUANT = re.compile(
@@ -65,15 +66,6 @@ def parse_reference(reference: str) -> tuple[str, str | None] | None:
     if not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
         return None
     return repo_id, (label.strip() or None)
-
-
-def format_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (binary units, as `du -h`)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PB"
 
 
 def is_commit_id(text: str) -> bool:
@@ -246,27 +238,18 @@ def find_models(reference: str, cache: Path | None = None) -> list[StoredModel]:
     return [m for m in models if hit is not None and m.files == hit.files]
 
 
-def pick_stored(reference: str, cache: Path | None = None) -> StoredModel | None:
-    """The one cached model a reference means; without a quant, the one `pull` would choose."""
+def pick_stored(reference: str, memory_budget: Callable[[], int] | None = None,
+                cache: Path | None = None) -> StoredModel | None:
+    """The one cached model a reference means; without a quant, the one `pull` would choose for
+    `memory_budget()` bytes of memory (asked only when there is a choice; None: the largest)."""
     models = find_models(reference, cache)
     if len(models) <= 1:
         return models[0] if models else None
-    from .pull import choose_quant, memory_budget_bytes  # pull imports this module
+    from .pull import choose_quant  # pull imports this module
 
-    choice = choose_quant([ModelFiles(m.label, m.quant, m.files, m.size) for m in models],
-                          memory_budget_bytes(), must_fit=False)
+    budget = memory_budget() if memory_budget is not None else max(m.size for m in models) * 2
+    choice = choose_quant([ModelFiles(m.label, m.quant, m.files, m.size) for m in models], budget, must_fit=False)
     return next(m for m in models if m.files == choice.model.files)
-
-
-def resolve_reference(ref: str):
-    """`REPO[:QUANT]` -> ResolvedModel from the cache (offline), or None so other resolvers try."""
-    from ..runtime.models import ResolvedModel
-
-    found = pick_stored(ref)
-    if found is None:
-        return None
-    record_use(found.reference)
-    return ResolvedModel(ref, found.reference, found.path, "store")
 
 
 def split_parts(path: Path) -> list[Path]:

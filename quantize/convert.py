@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConversionError, DiskSpaceError, UsageError
+from ..runtime.gguf_file import FILE_TYPES
 from .shards import ShardReader, SourceTensor, as_float32, find_weight_files, read_safetensors_header
 
 # HF architecture name -> module under hearth.quantize.arch that registers it.
@@ -318,7 +319,6 @@ def _check_free_space(folder: Path, needed: int) -> None:
                              f"{free / 2**30:.2f} GiB free", hint="free some space or write elsewhere with -o")
 
 
-_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 
 
 def _write_gguf(plan: ConversionPlan, path: Path, outtype: str, model_name: str,
@@ -336,7 +336,7 @@ def _write_gguf(plan: ConversionPlan, path: Path, outtype: str, model_name: str,
 
     writer = gguf.GGUFWriter(path, plan.converter.gguf_arch)
     writer.add_name(model_name)
-    writer.add_file_type(_FILE_TYPES[outtype])
+    writer.add_file_type(FILE_TYPES[outtype.upper()])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     plan.converter.add_hparams(writer)
     write_vocabulary(writer, plan.vocab)

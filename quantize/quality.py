@@ -96,11 +96,11 @@ def summarize(ref: str, cand: str, n_ctx: int, scores: list[ChunkScores]) -> Qua
 def evaluate_quality(reference: str | Path, candidate: str | Path, text: str, n_ctx: int = 512,
                      threads: int = 2, max_chunks: int | None = None,
                      on_chunk: Callable[[int, int], None] | None = None) -> QualityReport:
-    from ..runtime.offline import OfflineModel
+    from ..runtime.scoring import ScoringModel
 
     if n_ctx < MIN_CTX:
         raise UsageError(f"--ctx must be at least {MIN_CTX}")
-    with OfflineModel(reference, n_ctx, threads) as ref, OfflineModel(candidate, n_ctx, threads) as cand:
+    with ScoringModel(reference, n_ctx, threads) as ref, ScoringModel(candidate, n_ctx, threads) as cand:
         if ref.n_vocab != cand.n_vocab:
             raise ConversionError(f"the models have different vocabularies ({ref.n_vocab} vs {cand.n_vocab} tokens)",
                                   hint="compare quantizations of the same model")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConversionError, DiskSpaceError, UsageError
+from ..runtime.gguf_file import FILE_TYPE_NAMES
 
 # The types hearth offers, most to least precise, with their approximate bits per weight.
 QUANT_BITS: dict[str, float] = {
@@ -25,10 +26,6 @@ QUANT_BITS: dict[str, float] = {
     "Q5_0": 5.5, "Q4_1": 5.0, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
     "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 3.0,
 }
-# general.file_type (llama_ftype) -> name, to say what an input already is.
-FILE_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 10: "Q2_K", 11: "Q3_K_S",
-                   12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
-                   18: "Q6_K", 25: "IQ4_NL", 30: "IQ4_XS", 32: "BF16"}
 _FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
@@ -86,7 +83,7 @@ def quantize_file(src: str | Path, quant: str, out: str | Path | None = None, th
                   imatrix_path: str | Path | None = None, force: bool = False,
                   on_progress: Callable | None = None) -> QuantizeResult:
     from ..runtime.gguf_file import read_gguf
-    from ..runtime.offline import quantize_gguf
+    from ..runtime.engine import quantize_gguf
 
     src = Path(src)
     quant = normalize_type(quant)

@@ -81,16 +81,3 @@ def most_precise(name: str) -> RegisteredModel | None:
 
     matches = [m for m in list_registered() if _same(m, name, None)]
     return max(matches, key=lambda m: (QUANT_BITS.get(m.quant, 0.0), m.created)) if matches else None
-
-
-def resolve_reference(ref: str):
-    """Hook for runtime.models: a registered name -> ResolvedModel, or None when unknown."""
-    from ..runtime.models import ResolvedModel
-
-    entry = lookup(ref)
-    if entry is None:
-        return None
-    if not Path(entry.path).is_file():
-        raise ModelNotFoundError(f"{ref!r} is registered but its file is gone: {entry.path}",
-                                 hint=f"convert it again (hearth convert {entry.source})")
-    return ResolvedModel(ref, f"{entry.name} ({entry.quant})", Path(entry.path), "registry")

@@ -3,7 +3,7 @@
 Each C object (model, context, batch, sampler) is wrapped in a small class that owns the pointer
 and frees it deterministically (`close()`, or the owning `Engine.close()`). The engine exposes
 primitive operations — tokenize, add tokens to a batch with sequence ids, decode, sample a row,
-per-sequence KV operations, read a logits row — and `runtime/generate.py` builds the scheduler
+per-sequence KV operations, read a logits row — and `runtime/scheduler.py` builds the scheduler
 (one-sequence runs, K samples sharing a prompt, continuous batching) on top of them.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from ..errors import BadModelFileError, RuntimeFailure, UsageError
+from ..errors import BadModelFileError, ConversionError, RuntimeFailure, UsageError
 from .hardware import local_cpu_weight_repacking
 from .sampling import SamplingParams
 
@@ -44,19 +45,32 @@ def backend_info() -> dict:
 
 
 _log_callback = None  # llama.cpp keeps the C function pointer: keep the Python object alive
+_previous_callbacks: list = []  # one replaced callback may still be mid-call: keep it a while
+
+
+def set_log_handler(handler) -> None:
+    """Route llama.cpp's own log (written from C) to `handler(level, text_bytes)`.
+
+    The one owner of llama.cpp's log callback: the engine forwards it to stderr with -vv and
+    drops it otherwise; the quantizer reads its per-tensor progress lines from it."""
+    global _log_callback
+    lib = _llama()
+    callback = lib.llama_log_callback(lambda level, text, user_data: handler(level, text or b""))
+    if _log_callback is not None:
+        _previous_callbacks.append(_log_callback)
+        del _previous_callbacks[:-2]
+    _log_callback = callback
+    lib.llama_log_set(callback, ctypes.c_void_p(0))
 
 
 def set_llama_logging(verbose: bool) -> None:
     """Silence llama.cpp's own log (it writes to stderr from C) unless verbose."""
-    global _log_callback
-    lib = _llama()
 
-    def forward(level, text, user_data):
+    def forward(level, text: bytes) -> None:
         if verbose:
             sys.stderr.write(text.decode("utf-8", "replace"))
 
-    _log_callback = lib.llama_log_callback(forward)
-    lib.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    set_log_handler(forward)
 
 
 @dataclass(frozen=True)
@@ -76,16 +90,18 @@ class ContextConfig:
     # of n_ctx / n_seq_max cells; attention then spans only the sequence's own stream, which keeps
     # many unrelated sequences (batch) fast, and sequences are forked by copying a whole stream.
     kv_unified: bool = True
+    f32_kv: bool = False  # F32 KV cache (scoring: logits compared to 1e-3 against other runtimes)
 
 
 class LlamaModel:
     """Owns a `llama_model *` and its vocabulary."""
 
-    def __init__(self, path: Path, n_gpu_layers: int = 0):
+    def __init__(self, path: Path, n_gpu_layers: int = 0, vocab_only: bool = False):
         lib = _llama()
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only
         params.use_extra_bufts = local_cpu_weight_repacking()
         self._lib = lib
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
@@ -129,6 +145,10 @@ class LlamaModel:
         return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     @property
+    def bos_id(self) -> int:
+        return int(self._lib.llama_vocab_bos(self.vocab))
+
+    @property
     def bos_text(self) -> str:
         return self.token_text(self._lib.llama_vocab_bos(self.vocab))
 
@@ -162,6 +182,8 @@ class LlamaContext:
         params.n_threads_batch = config.n_threads_batch
         params.no_perf = True
         params.kv_unified = config.kv_unified
+        if config.f32_kv:
+            params.type_k = params.type_v = 0  # GGML_TYPE_F32
         if config.flash_attn is not None:
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._lib = lib
@@ -315,21 +337,83 @@ def json_schema_grammar(schema_text: str) -> str:
         raise UsageError(f"invalid JSON schema: {exc}") from None
 
 
+# -- quantizing (llama_model_quantize) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizeProgress:
+    done: int
+    total: int
+    tensor: str
+
+
+_TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+
+
+def quantize_gguf(src: str | Path, dst: str | Path, type_name: str, threads: int = 2,
+                  imatrix: dict[str, "object"] | None = None, allow_requantize: bool = False,
+                  on_progress: Callable[[QuantizeProgress], None] | None = None) -> None:
+    """llama_model_quantize(src -> dst). `imatrix`: tensor name -> float32 importance array.
+    Progress comes from llama.cpp's per-tensor log lines."""
+    from .gguf_file import FILE_TYPES
+
+    lib = _llama()
+    lib.llama_backend_init()
+    ftype = FILE_TYPES.get(type_name.upper())
+    if ftype is None:
+        raise ConversionError(f"unknown quant type {type_name!r}", hint="valid: " + ", ".join(FILE_TYPES))
+    params = lib.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = ftype
+    params.allow_requantize = allow_requantize
+    keep_alive = _attach_imatrix(lib, params, imatrix) if imatrix else None
+
+    def on_log(level: int, text: bytes) -> None:
+        match = _TENSOR_LINE.search(text)
+        if match and on_progress:
+            on_progress(QuantizeProgress(int(match[1]), int(match[2]), match[3].decode(errors="replace")))
+
+    set_log_handler(on_log)
+    try:
+        status = lib.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    finally:
+        set_llama_logging(False)
+    del keep_alive
+    if status != 0:
+        raise RuntimeFailure(f"llama.cpp failed to quantize {Path(src).name} to {type_name}",
+                             hint="is the input a valid F32/F16/BF16 GGUF and is there disk space?")
+
+
+def _attach_imatrix(lib, params, imatrix: dict) -> list:
+    import numpy as np
+
+    arrays = [(name.encode(), np.ascontiguousarray(values, dtype=np.float32)) for name, values in imatrix.items()]
+    entries = (lib.llama_model_imatrix_data * (len(arrays) + 1))()
+    for i, (name, values) in enumerate(arrays):
+        entries[i].name = name
+        entries[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        entries[i].size = values.size
+    params.imatrix = ctypes.cast(entries, ctypes.POINTER(lib.llama_model_imatrix_data))
+    return [arrays, entries]
+
+
 class Engine:
     """A loaded model with one context: the object every command generates through."""
 
-    def __init__(self, path: str | Path, config: ContextConfig, verbose: bool = False):
+    def __init__(self, path: str | Path, config: ContextConfig, verbose: bool = False, vocab_only: bool = False):
         set_llama_logging(verbose)
         start = time.perf_counter()
         self.path = Path(path)
         self.config = config
-        self.model = LlamaModel(self.path, config.n_gpu_layers)
-        try:
-            self.ctx = LlamaContext(self.model, config)
-        except BaseException:
-            self.model.close()
-            raise
-        self.batch = TokenBatch(config.n_batch, config.n_seq_max)
+        self.ctx = self.batch = None
+        self.model = LlamaModel(self.path, config.n_gpu_layers, vocab_only)
+        if not vocab_only:  # the vocabulary alone: tokenize and detokenize, nothing to decode with
+            try:
+                self.ctx = LlamaContext(self.model, config)
+                self.batch = TokenBatch(config.n_batch, config.n_seq_max)
+            except BaseException:
+                self.close()
+                raise
         self.load_s = time.perf_counter() - start
         # Tokens whose KV is held per sequence id, so a later request can reuse a prefix.
         self.cached: dict[int, list[int]] = {}

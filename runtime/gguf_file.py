@@ -17,6 +17,15 @@ from typing import Any
 
 from ..errors import BadModelFileError, ModelNotFoundError
 
+# general.file_type values (llama.cpp's llama_ftype) by name: the one table of file types, used
+# to say what a file is, to write a converted file's type, and to ask llama.cpp to quantize.
+FILE_TYPES: dict[str, int] = {
+    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q2_K": 10, "Q3_K_S": 11, "Q3_K_M": 12,
+    "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30,
+    "BF16": 32,
+}
+FILE_TYPE_NAMES: dict[int, str] = {value: name for name, value in FILE_TYPES.items()}
+
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 

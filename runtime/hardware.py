@@ -324,3 +324,30 @@ def detect_hardware() -> HardwareInfo:
         backend=detect_backend(),
         system=f"{platform.system()} {platform.machine()}",
     )
+
+
+_GPU_BACKEND_LIBS = ("ggml-cuda", "ggml-metal", "ggml-vulkan", "ggml-hip", "ggml-sycl", "ggml-musa", "ggml-opencl")
+
+
+def gpu_backend_built() -> bool:
+    """Whether the installed llama.cpp has a GPU backend, from its library files alone (loading
+    llama.cpp to ask takes a second and starts its threads; a pull or a `list` need neither)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return False
+    names = [p.name for p in (Path(spec.origin).parent / "lib").glob("*")]
+    return any(lib in name for name in names for lib in _GPU_BACKEND_LIBS)
+
+
+def memory_budget_bytes() -> int:
+    """Memory a model may use, as the fit planner sees this machine: available RAM (container
+    limits included) plus free GPU memory when this llama.cpp build can offload to it.
+    Cheap: reads the system, never loads llama.cpp."""
+    ram_total, ram_available = detect_memory()
+    if not gpu_backend_built():
+        return int(ram_available)
+    gpus = detect_nvidia_gpus() + detect_apple_gpu(ram_total, ram_available)
+    return int(ram_available + sum(g.memory_free_bytes or 0 for g in gpus if not g.unified_memory))

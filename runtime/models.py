@@ -1,4 +1,4 @@
-"""Model references resolve here, in one place.
+"""What a model reference resolves to, and the references the runtime resolves itself.
 
 A reference is one of:
 - a path to a `.gguf` file;
@@ -6,6 +6,9 @@ A reference is one of:
 - `REPO[:QUANT]` (e.g. `bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M`): a model in the local
   Hugging Face cache, resolved by `hearth.hub.store` (works offline);
 - a name registered by `hearth convert`.
+
+The first two resolve here; the store and the registry sit in packages above the runtime, so
+`hearth/references.py` (the one resolver every face uses) asks them.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def default_model_path() -> Path:
     return path
 
 
-def resolve_model(reference: str | None) -> ResolvedModel:
-    """Turn what the user typed into a GGUF path, or raise ModelNotFoundError naming it."""
+def resolve_local(reference: str | None) -> ResolvedModel | None:
+    """`default` (or nothing) and file paths; None for anything else (a store or registry name,
+    which `hearth.references` resolves: those live above the runtime)."""
     if reference is None or reference.strip() in ("", "default"):
         return ResolvedModel("default", DEFAULT_MODEL_NAME, default_model_path(), "default")
     ref = reference.strip()
@@ -55,29 +59,4 @@ def resolve_model(reference: str | None) -> ResolvedModel:
         if not candidate.exists():
             raise ModelNotFoundError(f"model file not found: {candidate}")
         return ResolvedModel(ref, candidate.name, candidate, "file")
-    for resolver in _store_resolvers():
-        found = resolver(ref)
-        if found is not None:
-            return found
-    raise ModelNotFoundError(
-        f"unknown model {ref!r}: not a file, and not in the local store",
-        hint=f"`hearth pull {ref}` downloads it; `hearth list` shows what is here",
-    )
-
-
-def _store_resolvers():
-    """Resolvers for store/registry references, imported lazily (they pull huggingface_hub)."""
-    resolvers = []
-    try:
-        from ..hub.store import resolve_reference  # type: ignore[attr-defined]
-
-        resolvers.append(resolve_reference)
-    except ImportError:
-        pass
-    try:
-        from ..quantize.registry import resolve_reference as resolve_registered  # type: ignore
-
-        resolvers.append(resolve_registered)
-    except ImportError:
-        pass
-    return resolvers
+    return None

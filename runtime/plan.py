@@ -23,10 +23,10 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ContextOverflowError, DoesNotFitError
+from ..units import GIB, format_gib, round_up
 from .gguf_file import GGUFInfo, LazyArray
 from .hardware import GpuInfo, HardwareInfo, cpu_weight_repacking
 
-GIB = 1024**3
 MIB = 1024**2
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
 CONTEXT_PADDING = 256  # llama.cpp rounds n_ctx up to this
@@ -107,15 +107,6 @@ class FitPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def format_gib(n_bytes: float) -> str:
-    value = n_bytes / GIB
-    return f"{value:.2f} GiB" if abs(value) < 1 else f"{value:.1f} GiB"
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 # --- the model's shape --------------------------------------------------------------------------

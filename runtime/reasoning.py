@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .answers import answer_line_complete, final_answer
-from .generate import GenRequest, Generator, Hooks, Sample
+from .scheduler import GenRequest, Hooks, Sample, Scheduler
 from .sampling import SamplingParams
 from .stopping import (StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence,
                        should_cut)
@@ -82,11 +82,40 @@ class ReasoningResult:
     wall_s: float
     stats: dict
 
+    @property
+    def votes(self) -> dict[str, int]:
+        """Answer -> number of samples that gave it."""
+        return dict(self.vote.counts)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated over all samples."""
+        return self.tokens_total
+
+    def to_dict(self, model_name: str | None = None) -> dict:
+        """The JSON form `hearth run --samples K --json` prints."""
+        return {
+            "answer": self.answer,
+            "model": model_name,
+            "votes": {a: {"count": n, "weight": round(self.vote.weights.get(a, 0.0), 4)} for a, n in self.vote.counts.items()},
+            "samples": [
+                {"text": s.text, "answer": s.answer, "tokens": s.tokens, "mean_logprob": s.mean_logprob,
+                 "weight": round(s.weight, 4), "stopped_early": s.stopped_early, "cut": s.cut, "finish_reason": reason}
+                for s, reason in zip(self.samples, self.finish_reasons)
+            ],
+            "tokens_total": self.tokens_total,
+            "tokens_saved_est": self.tokens_saved_est,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "timings": {"wall_s": round(self.wall_s, 3), **{k: self.stats[k] for k in (
+                "prompt_tok_s", "decode_tok_s", "decode_calls", "max_rows_per_call", "prompt_evals")}},
+        }
+
 
 class _ReasoningHooks(Hooks):
     """Per-sample early stop and DeepConf cuts as tokens arrive; the vote as samples finish."""
 
-    def __init__(self, generator: Generator, config: ReasoningConfig, on_update: Callable | None):
+    def __init__(self, generator: Scheduler, config: ReasoningConfig, on_update: Callable | None):
         self.generator = generator
         self.config = config
         self.on_update = on_update
@@ -144,7 +173,7 @@ class _ReasoningHooks(Hooks):
             self.generator.close_request(sample.request, "vote_settled")
 
 
-def reason(generator: Generator, prompt_tokens: list[int], params: SamplingParams, max_tokens: int,
+def reason(generator: Scheduler, prompt_tokens: list[int], params: SamplingParams, max_tokens: int,
            config: ReasoningConfig, stop: tuple[str, ...] = (), on_update: Callable | None = None) -> ReasoningResult:
     """Sample, extract, vote; `on_update(sample, answer)` is called for a live view."""
     started = time.perf_counter()
@@ -176,3 +205,35 @@ def _sample_result(sample: Sample, config: ReasoningConfig) -> SampleResult:
         stopped_early=sample.finish_reason == "answer",
         cut=cut,
     )
+
+
+def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, answer: str = "auto",
+                  vote: str = "weighted", adaptive: bool = True, on_update: Callable | None = None) -> ReasoningResult:
+    """Reasoning mode on a loaded model: validate, word the question, size the context, reason.
+
+    With `answer="number"` the last user message gets the step-by-step instruction ending in the
+    `#### <number>` line the extractor reads. On a GPU all samples run at once (`parallel_for`).
+    """
+    from dataclasses import replace as with_changes
+
+    from ..errors import UsageError
+    from .answers import parse_answer_mode
+    from .prompts import reasoning_prompt
+
+    parse_answer_mode(answer)  # a bad answer mode fails before any work
+    if not isinstance(samples, int) or samples < 1:
+        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
+    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
+    if answer == "number" and messages and messages[-1].get("role") == "user":
+        messages = messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
+    max_tokens = options.max_tokens_for("reason")
+    config = with_changes(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0))
+    if not loaded.engine.config.kv_unified:  # after a batch: K samples share one prompt's cells
+        loaded.use_layout(1, True)
+    tokens = loaded.prompt_tokens(messages)
+    needed = len(tokens) + samples * max_tokens
+    if config.sequences_needed() > loaded.engine.config.n_seq_max:
+        loaded.resize(config.sequences_needed(), max(needed, loaded.engine.n_ctx))
+    loaded.ensure_context(needed)
+    return reason(Scheduler(loaded.engine), tokens, options.sampling("reason", samples), max_tokens, config,
+                  options.stop, on_update=on_update)

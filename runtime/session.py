@@ -12,8 +12,9 @@ from typing import Any, Callable
 from ..errors import ContextOverflowError
 from .engine import ContextConfig, Engine
 from .gguf_file import GGUFInfo, read_gguf
-from .models import ResolvedModel, resolve_model
+from .models import ResolvedModel
 from .templates import build_prompt
+from ..units import round_up
 
 CONTEXT_STEP = 256
 
@@ -75,8 +76,18 @@ class LoadedModel:
         while the engine's cells are shared by all sequences (kv_unified).
         """
         self.request = replace(self.request, n_seq=max(1, n_seq))
-        per_seq = -(-tokens_needed // (CONTEXT_STEP * self.request.n_seq)) * CONTEXT_STEP
+        per_seq = self.request.ctx or round_up(-(-tokens_needed // self.request.n_seq), CONTEXT_STEP)
         self.plan = _plan(self.info, self.request, ctx=per_seq)
+        self.engine.reconfigure(context_config(self.plan))
+
+    def use_layout(self, n_seq: int, kv_unified: bool, ctx: int | None = None) -> None:
+        """Rebuild the context for `n_seq` sequences in this KV layout (ctx: cells per sequence;
+        None: planned), unless it already is; the weights stay loaded."""
+        config = self.engine.config
+        if (config.n_seq_max, config.kv_unified) == (n_seq, kv_unified) and (ctx is None or self.plan.n_ctx_per_seq == ctx):
+            return
+        self.request = replace(self.request, n_seq=n_seq, kv_unified=kv_unified)
+        self.plan = _plan(self.info, self.request, ctx=ctx)
         self.engine.reconfigure(context_config(self.plan))
 
     def close(self) -> None:
@@ -102,14 +113,14 @@ def _plan(info: GGUFInfo, request: PlanRequest, ctx: int | None = None):
     )
 
 
-def load_model(reference: str | None, request: PlanRequest | Callable[[GGUFInfo], PlanRequest] | None = None,
+def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInfo], PlanRequest] | None = None,
                verbose: bool = False) -> LoadedModel:
-    """Resolve, validate (before llama.cpp sees the file), plan, and load.
+    """Validate (before llama.cpp sees the file), plan, and load a resolved model
+    (`hearth.references.resolve_model` turns what the user typed into one).
 
     `request` may be a function of the model's header, for a choice that depends on the model
     (e.g. how many sequences fit).
     """
-    resolved = resolve_model(reference)
     info = read_gguf(resolved.path)
     request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)

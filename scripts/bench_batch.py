@@ -44,7 +44,7 @@ def prompts(n: int) -> list[str]:
 def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads: int, flash_attn: bool | None = None,
                 sequential: bool = True, kv_unified: bool = False) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
-    from hearth.runtime.generate import GenRequest, Generator
+    from hearth.runtime.scheduler import GenRequest, Scheduler
     from hearth.runtime.gguf_file import read_gguf
     from hearth.runtime.sampling import SamplingParams
     from hearth.runtime.templates import build_prompt
@@ -61,14 +61,14 @@ def hearth_runs(path: str, texts: list[str], n_new: int, parallel: int, threads:
         token_lists = [engine.tokenize(build_prompt(info.chat_template, [{"role": "user", "content": t}],
                                                     model.bos_text, model.eos_text, model.add_bos).text) for t in texts]
         requests = [GenRequest(tokens, params, n_new) for tokens in token_lists]
-        generator = Generator(engine, share_prefix=True)
+        generator = Scheduler(engine, share_prefix=True)
         started = time.perf_counter()
         results = generator.run(requests)
         batch_s = time.perf_counter() - started
         batch_tokens = sum(len(r[0].tokens) for r in results)
         stats = generator.stats
         started = time.perf_counter()
-        seq_tokens = sum(len(Generator(engine).run([GenRequest(t, params, n_new)])[0][0].tokens)
+        seq_tokens = sum(len(Scheduler(engine).run([GenRequest(t, params, n_new)])[0][0].tokens)
                          for t in (token_lists if sequential else []))
         seq_s = time.perf_counter() - started
     return {"batch_tok_s": batch_tokens / batch_s, "batch_decode_tok_s": stats.decode_rows / stats.decode_s,

@@ -20,13 +20,11 @@ MESSAGE = ("Turn {i}. Here is a note about my garden: the tomatoes need staking,
 
 
 def run(model: str, turns: int, tokens: int, ctx: int) -> dict:
-    from hearth.cli.chat import ChatSession
-    from hearth.runtime.sampling import SamplingParams
-    from hearth.runtime.session import PlanRequest, load_model
+    import hearth
 
-    loaded = load_model(None if model == "default" else model, PlanRequest(ctx=ctx))
-    session = ChatSession(loaded, SamplingParams(temperature=0.0, seed=1), max_tokens=tokens,
-                          system="You are a helpful gardener.")
+    session = hearth.load(model, ctx=ctx).chat(system="You are a helpful gardener.", temperature=0.0, seed=1,
+                                               max_tokens=tokens)
+    loaded = session.loaded
     rows = []
     try:
         for i in range(1, turns + 1):

@@ -57,7 +57,7 @@ def build_checkpoint(folder: Path, hidden: int, layers: int) -> int:
     config.save_pretrained(folder)
     with torch.device("meta"):
         shapes = {n: tuple(p.shape) for n, p in transformers.LlamaForCausalLM(config).state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Scheduler().manual_seed(0)
     tensors = {n: (torch.randn(s, generator=gen) * (0.02 if len(s) > 1 else 0.1) + (0 if len(s) > 1 else 1))
                .to(torch.bfloat16) for n, s in shapes.items() if "rotary" not in n}
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -82,12 +82,12 @@ def run_child(cmd: list[str], env: dict) -> dict:
 def same_logits(a: Path, b: Path) -> dict:
     import numpy as np
 
-    from hearth.runtime.offline import OfflineModel
+    from hearth.runtime.scoring import ScoringModel
 
-    with OfflineModel(a, n_ctx=64) as ma:
+    with ScoringModel(a, n_ctx=64) as ma:
         tokens = ma.tokenize(PROMPT)
         la = ma.logits(tokens)
-    with OfflineModel(b, n_ctx=64) as mb:
+    with ScoringModel(b, n_ctx=64) as mb:
         assert mb.tokenize(PROMPT) == tokens, "the two GGUFs tokenize differently"
         lb = mb.logits(tokens)
     return {"tokens": len(tokens), "max_abs_logit_diff": float(np.abs(la - lb).max()),

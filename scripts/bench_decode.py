@@ -36,12 +36,12 @@ def model_path(name: str) -> str:
 
 def bench_hearth(path: str, n_tokens: int, threads: int, n_ctx: int) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
-    from hearth.runtime.generate import GenRequest, Generator
+    from hearth.runtime.scheduler import GenRequest, Scheduler
     from hearth.runtime.sampling import SamplingParams
 
     with Engine(path, ContextConfig(n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, flash_attn=False)) as engine:
         tokens = engine.tokenize(PROMPT)
-        generator = Generator(engine)
+        generator = Scheduler(engine)
         request = GenRequest(tokens, SamplingParams(temperature=0.0), n_tokens)
         # EOG would end early: ban nothing, but a base-model prompt like this rarely stops.
         sample = generator.run([request])[0][0]

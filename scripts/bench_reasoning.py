@@ -80,7 +80,7 @@ def sample_record(engine, sample, result, answer_mode: str) -> dict:
 
 def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str], dump=None) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
-    from hearth.runtime.generate import Generator
+    from hearth.runtime.scheduler import Scheduler
     from hearth.runtime.gguf_file import read_gguf
     from hearth.runtime.prompts import reasoning_prompt
     from hearth.runtime.reasoning import ReasoningConfig, reason
@@ -108,7 +108,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
             for name, (params, cfg) in runs.items():
                 if name not in only:
                     continue
-                generator = Generator(engine)
+                generator = Scheduler(engine)
                 params = SamplingParams(**{**params.__dict__, "seed": 1000 * seed + 1})
                 seen = {}  # sample index -> Sample (token ids and confidences, for --dump)
                 result = reason(generator, tokens, params, max_tokens, cfg,
@@ -139,13 +139,13 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
 def hearth_throughput(path: str, k: int, n_new: int, threads: int) -> float:
     """hearth's aggregate decode tok/s with K sequences on the ceiling script's own prompt."""
     from hearth.runtime.engine import ContextConfig, Engine
-    from hearth.runtime.generate import GenRequest, Generator
+    from hearth.runtime.scheduler import GenRequest, Scheduler
     from hearth.runtime.sampling import SamplingParams
 
     config = ContextConfig(n_ctx=64 + k * (n_new + 16), n_seq_max=k, n_threads=threads, n_threads_batch=threads)
     with Engine(path, config) as engine:
         tokens = engine.tokenize(CEILING_PROMPT)
-        generator = Generator(engine)
+        generator = Scheduler(engine)
         params = SamplingParams(temperature=0.8, top_k=40, top_p=1.0, min_p=0.0, seed=1234)
         generator.run([GenRequest(tokens, params, n_new, n=k, ignore_eog=True)])
         return generator.stats.decode_rows / generator.stats.decode_s

@@ -54,7 +54,7 @@ def test_convert_quantize_quality_by_name(checkpoint, tmp_path, isolated_home):
     figures = json.loads(quality.stdout)
     assert figures["tokens_scored"] > 0 and 0 <= figures["kld_mean"] < 0.1 and figures["top1_agreement"] > 0.5
 
-    from hearth.runtime.models import resolve_model
+    from hearth.references import resolve_model
 
     assert resolve_model("tiny-llama:Q8_0").path == Path(q["path"]).resolve()
 

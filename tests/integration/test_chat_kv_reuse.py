@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hearth.cli.chat import ChatSession
-from hearth.runtime.sampling import SamplingParams
-from hearth.runtime.session import PlanRequest, load_model
+import hearth
+from hearth.runtime.chat import ChatSession
 
 # The template's markers around a user turn (<|im_end|>\n<|im_start|>user\n ... <|im_start|>assistant\n)
 # plus the few tokens where a re-tokenized answer may differ from the sampled tokens.
@@ -19,8 +18,8 @@ TEMPLATE_SLACK = 12
 
 @pytest.fixture(scope="module")
 def session(default_model_path):
-    loaded = load_model(str(default_model_path), PlanRequest(ctx=2048))
-    chat = ChatSession(loaded, SamplingParams(temperature=0.0, seed=1), max_tokens=12, system="You are brief.")
+    chat = hearth.load(str(default_model_path), ctx=2048).chat(system="You are brief.", temperature=0.0, seed=1,
+                                                                max_tokens=12)
     yield chat
     chat.close()
 

@@ -58,7 +58,7 @@ def test_repo_id_is_fetched_into_the_hf_cache_and_converts_like_the_local_folder
 def test_converted_repo_runs_by_its_registered_name(hub, checkpoint_repo):
     report = convert_json("org/tiny-llama")
     assert report["registered"] and report["name"] == "tiny-llama"
-    from hearth.runtime.models import resolve_model
+    from hearth.references import resolve_model
 
     assert resolve_model("tiny-llama").path == Path(report["path"]).resolve()
 

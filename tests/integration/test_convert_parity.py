@@ -29,7 +29,7 @@ pytest.importorskip("google.protobuf", reason="transformers needs protobuf to re
 
 from hearth.quantize.convert import convert_checkpoint  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
-from hearth.runtime.offline import OfflineModel  # noqa: E402
+from hearth.runtime.scoring import ScoringModel  # noqa: E402
 
 MULTILINGUAL = ("Hello  world! Ça va? Grüße aus München — 日本語のテキスト, Русский текст, عربي 🦙🚀👍🏽\n"
                 "\tdef f(x):\n        return x ** 2  # comment 12345\n\n\n   trailing   spaces   ")
@@ -168,7 +168,7 @@ def test_f32_conversion_matches_transformers(arch, tokenizers, tmp_path):
     assert result.architecture == model.config.architectures[0]
 
     hf_ids = tok(MULTILINGUAL)["input_ids"]
-    with OfflineModel(result.path, n_ctx=128) as llama:
+    with ScoringModel(result.path, n_ctx=128) as llama:
         assert llama.tokenize(MULTILINGUAL, add_special=True) == hf_ids
         assert llama.tokenize(MULTILINGUAL, add_special=False) == tok(MULTILINGUAL, add_special_tokens=False)["input_ids"]
         ids = hf_ids[:48]
@@ -188,7 +188,7 @@ def test_byte_level_pre_tokenizers_tokenize_like_transformers(pre, tokenizers, t
     assert info.metadata["tokenizer.ggml.pre"] == pre
     assert info.chat_template == CHAT_TEMPLATE
     assert info.metadata["tokenizer.ggml.eos_token_id"] == tok.convert_tokens_to_ids("<|im_end|>")
-    with OfflineModel(result.path, vocab_only=True) as llama:
+    with ScoringModel(result.path, vocab_only=True) as llama:
         for text in (MULTILINGUAL, "3.14159 and 1234567 apples", "<|im_start|>user\nhi<|im_end|>"):
             ours = llama.tokenize(text, add_special=False, parse_special=True)
             assert ours == tok(text, add_special_tokens=False)["input_ids"], text
@@ -202,7 +202,7 @@ def test_other_outtypes_stay_close(outtype, bound, tokenizers, tmp_path):
     kinds = {t.type_name for t in read_gguf(result.path).tensors}
     assert kinds == {"F32", outtype.upper()}  # 1-D tensors stay F32
     ids = tok(MULTILINGUAL)["input_ids"][:32]
-    with OfflineModel(result.path, n_ctx=64) as llama:
+    with ScoringModel(result.path, n_ctx=64) as llama:
         ours = llama.logits(ids)
     with torch.no_grad():
         theirs = model(torch.tensor([ids])).logits[0].numpy()
@@ -235,7 +235,7 @@ def test_rope_scaling_matches_transformers(case, tokenizers, tmp_path):
         theirs = model(torch.tensor([ids])).logits[0].float().numpy()
     bound = RELATIVE_BOUND * np.abs(theirs).max()
     # n_ctx within the original window: HF and llama.cpp both pick Phi-3's short factors there.
-    with OfflineModel(result.path, n_ctx=128) as llama:
+    with ScoringModel(result.path, n_ctx=128) as llama:
         ours = llama.logits(ids)
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
     assert np.abs(ours - theirs).max() <= bound
@@ -245,6 +245,6 @@ def test_rope_scaling_matches_transformers(case, tokenizers, tmp_path):
     config["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
     (folder / "config.json").write_text(json.dumps(config))
     plain = convert_checkpoint(folder, tmp_path / "plain.gguf", "f32")
-    with OfflineModel(plain.path, n_ctx=128) as llama:
+    with ScoringModel(plain.path, n_ctx=128) as llama:
         unscaled = llama.logits(ids)
     assert np.abs(unscaled - theirs).max() > bound

@@ -8,7 +8,7 @@ import pytest
 
 from hearth.errors import UsageError
 from hearth.runtime.engine import ContextConfig, Engine, json_schema_grammar
-from hearth.runtime.generate import GenRequest, Generator, Hooks
+from hearth.runtime.scheduler import GenRequest, Scheduler, Hooks
 from hearth.runtime.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -46,24 +46,24 @@ def test_greedy_is_deterministic_and_streams(engine):
         def on_text(self, sample, delta):
             chunks.append(delta)
 
-    first = Generator(engine).run([GenRequest(prompt(engine), GREEDY, 24)], Collect())[0][0]
-    second = Generator(engine).run([GenRequest(prompt(engine), GREEDY, 24)])[0][0]
+    first = Scheduler(engine).run([GenRequest(prompt(engine), GREEDY, 24)], Collect())[0][0]
+    second = Scheduler(engine).run([GenRequest(prompt(engine), GREEDY, 24)])[0][0]
     assert first.tokens == second.tokens and first.text == second.text
     assert "".join(chunks) == first.text and len(chunks) > 3
     assert first.finish_reason in ("length", "stop")
 
 
 def test_max_tokens_is_respected(engine):
-    sample = Generator(engine).run([GenRequest(prompt(engine), SamplingParams(temperature=0.8, seed=3), 5)])[0][0]
+    sample = Scheduler(engine).run([GenRequest(prompt(engine), SamplingParams(temperature=0.8, seed=3), 5)])[0][0]
     assert len(sample.tokens) == 5 and sample.finish_reason == "length"
 
 
 def test_stop_string_cuts_output(engine):
-    full = Generator(engine).run([GenRequest(prompt(engine), GREEDY, 40)])[0][0].text
+    full = Scheduler(engine).run([GenRequest(prompt(engine), GREEDY, 40)])[0][0].text
     words = full.split()
     assert len(words) > 4
     stop = words[3]
-    cut = Generator(engine).run([GenRequest(prompt(engine), GREEDY, 40, stop=(stop,))])[0][0]
+    cut = Scheduler(engine).run([GenRequest(prompt(engine), GREEDY, 40, stop=(stop,))])[0][0]
     assert cut.finish_reason == "stop"
     assert stop not in cut.text
     assert full.startswith(cut.text)
@@ -71,36 +71,36 @@ def test_stop_string_cuts_output(engine):
 
 def test_k_samples_share_one_prompt_eval_and_decode_together(engine):
     tokens = prompt(engine)
-    generator = Generator(engine)
+    generator = Scheduler(engine)
     samples = generator.run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=11), 16, n=8)])[0]
     assert len(samples) == 8
     assert generator.stats.prompt_evals == 1
     assert generator.stats.prompt_tokens == len(tokens)  # evaluated once, not 8 times
     assert generator.stats.max_rows_per_call == 8  # all 8 decoded in one llama_decode call
     assert len({tuple(s.tokens) for s in samples}) > 1  # different seeds, different samples
-    again = Generator(engine).run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=11), 16, n=8)])[0]
+    again = Scheduler(engine).run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=11), 16, n=8)])[0]
     assert [s.tokens for s in samples] == [s.tokens for s in again]  # reproducible
 
 
 def test_late_samples_fork_from_held_prompt(engine):
     tokens = prompt(engine)
-    generator = Generator(engine)
+    generator = Scheduler(engine)
     samples = generator.run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=5), 8, n=6, parallel=2)])[0]
     assert len(samples) == 6
     assert generator.stats.max_rows_per_call <= 2
     # prompt once + one re-evaluated last token per late sample
     assert generator.stats.prompt_tokens == len(tokens) + 4
     # a late sample equals the same seed sampled with everything live (same KV, same logits)
-    all_live = Generator(engine).run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=5), 8, n=6)])[0]
+    all_live = Scheduler(engine).run([GenRequest(tokens, SamplingParams(temperature=0.9, seed=5), 8, n=6)])[0]
     assert [s.tokens for s in samples] == [s.tokens for s in all_live]
 
 
 def test_batched_greedy_matches_one_at_a_time(engine):
     texts = ["Name three fruits.", "What is 2+2?", "Say hello in French.", "Describe the sea."]
     requests = [GenRequest(prompt(engine, t), GREEDY, 16, key=t) for t in texts]
-    generator = Generator(engine)
+    generator = Scheduler(engine)
     together = generator.run(requests)
-    alone = [Generator(engine).run([GenRequest(prompt(engine, t), GREEDY, 16)])[0][0] for t in texts]
+    alone = [Scheduler(engine).run([GenRequest(prompt(engine, t), GREEDY, 16)])[0][0] for t in texts]
     assert generator.stats.max_rows_per_call == len(texts)  # they did decode together
     assert [r[0].request.key for r in together] == texts  # results in request order
     if _exact(engine):
@@ -118,9 +118,9 @@ def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
         return [GenRequest(engine.tokenize(system + f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n"),
                            GREEDY, 6) for t in texts]
 
-    plain = Generator(engine)
+    plain = Scheduler(engine)
     expected = plain.run(requests())
-    shared = Generator(engine, share_prefix=True)
+    shared = Scheduler(engine, share_prefix=True)
     got = shared.run(requests())
     # the first 8 requests start together (8 free sequences; the 9th holds the prefix); each
     # request admitted later copies the system prompt's cells instead of evaluating them
@@ -134,10 +134,10 @@ def test_shared_prefix_is_evaluated_once_and_changes_nothing(engine):
 
 def test_prefix_reuse_evaluates_only_new_tokens(engine):
     first = prompt(engine, "Tell me a fact about owls.")
-    generator = Generator(engine)
+    generator = Scheduler(engine)
     answer = generator.run([GenRequest(first, GREEDY, 12, reuse_prefix=True)])[0][0]
     follow = first + answer.tokens + engine.tokenize("<|im_end|>\n<|im_start|>user\nMore.<|im_end|>\n<|im_start|>assistant\n", add_special=False)
-    second = Generator(engine)
+    second = Scheduler(engine)
     second.run([GenRequest(follow, GREEDY, 12, reuse_prefix=True)])
     assert second.stats.prompt_reused >= len(first) + len(answer.tokens) - 1
     assert second.stats.prompt_tokens == len(follow) - second.stats.prompt_reused
@@ -148,13 +148,13 @@ def test_prefix_reuse_evaluates_only_new_tokens(engine):
 def test_json_schema_grammar_constrains_output(engine):
     schema = json.dumps({"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]})
     params = SamplingParams(temperature=0.0, grammar=json_schema_grammar(schema))
-    sample = Generator(engine).run([GenRequest(prompt(engine, "Name a color as JSON."), params, 40)])[0][0]
+    sample = Scheduler(engine).run([GenRequest(prompt(engine, "Name a color as JSON."), params, 40)])[0][0]
     assert isinstance(json.loads(sample.text)["color"], str)
 
 
 def test_bad_grammar_is_usage_error(engine):
     with pytest.raises(UsageError, match="grammar"):
-        Generator(engine).run([GenRequest(prompt(engine), SamplingParams(grammar="root ::= ("), 4)])
+        Scheduler(engine).run([GenRequest(prompt(engine), SamplingParams(grammar="root ::= ("), 4)])
 
 
 def test_too_long_request_is_reported_not_run(engine):
@@ -164,5 +164,5 @@ def test_too_long_request_is_reported_not_run(engine):
         def on_request_error(self, request, error):
             errors.append(error)
 
-    Generator(engine).run([GenRequest(prompt(engine), GREEDY, 5000)], Catch())
+    Scheduler(engine).run([GenRequest(prompt(engine), GREEDY, 5000)], Catch())
     assert errors and "exceed the context" in errors[0].message

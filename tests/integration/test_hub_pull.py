@@ -10,7 +10,8 @@ import pytest
 from hub_server import file_sha256, gguf_bytes, hearth_cli, hearth_process
 
 from hearth.hub import store
-from hearth.runtime.models import resolve_model
+from hearth.references import from_store
+from hearth.references import resolve_model
 
 
 @pytest.fixture
@@ -110,10 +111,10 @@ def test_offline_mode_resolves_from_the_cache_in_a_fresh_process(tiny):
 
 
 def test_resolve_reference_records_last_use_and_returns_none_when_absent(tiny):
-    assert store.resolve_reference("org/Tiny-GGUF") is None  # not pulled yet: other resolvers try
+    assert from_store("org/Tiny-GGUF") is None  # not pulled yet: other resolvers try
     pull_json("org/Tiny-GGUF:Q8_0")
-    assert store.resolve_reference("org/Tiny-GGUF:Q4_K_M") is None
-    found = store.resolve_reference("org/Tiny-GGUF")  # the only cached quant
+    assert from_store("org/Tiny-GGUF:Q4_K_M") is None
+    found = from_store("org/Tiny-GGUF")  # the only cached quant
     assert found.name == "org/Tiny-GGUF:Q8_0" and found.source == "store"
     assert "org/Tiny-GGUF:Q8_0" in store.last_used()
 

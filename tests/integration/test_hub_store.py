@@ -8,6 +8,7 @@ import pytest
 from hub_server import TEMPLATE, gguf_bytes, hearth_cli
 
 from hearth.hub import store
+from hearth.references import from_store
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_list(pulled):
     assert first["size_bytes"] == pulled["Q4_K_M"] and first["architecture"] == "llama"
     assert first["context_length"] == 2048 and first["parameters"] == 8 * 64 + 64 * 64 + 8192
     assert first["last_used"] is None and first["pulled_at"]
-    store.resolve_reference("org/A-GGUF:Q4_K_M")  # what `run` does
+    from_store("org/A-GGUF:Q4_K_M")  # what `run` does
     assert cli_json("list")[0]["last_used"] is not None
     table = hearth_cli("list").stdout
     assert "org/A-GGUF:Q8_0" in table and "llama" in table and "never" in table
@@ -76,7 +77,7 @@ def test_rm_keeps_a_blob_another_model_shares(pulled):
     plan = store.plan_removal("org/A-GGUF:Q2_K")
     assert plan.links and plan.blobs == [] and plan.bytes_freed == 0
     assert hearth_cli("rm", "org/A-GGUF:Q2_K", "-y").exit_code == 0
-    assert store.resolve_reference("org/A-GGUF:Q4_K_M").path.is_file()
+    assert from_store("org/A-GGUF:Q4_K_M").path.is_file()
 
 
 def test_rm_asks_first(pulled, tmp_path):
@@ -107,7 +108,7 @@ def test_du(pulled, tmp_path):
 
 def test_verify_finds_a_damaged_blob_and_remove_lets_pull_fetch_it_again(pulled, hub):
     assert cli_json("verify")["damaged"] == 0
-    blob = store.resolve_reference("org/A-GGUF:Q8_0").path.resolve()
+    blob = from_store("org/A-GGUF:Q8_0").path.resolve()
     with open(blob, "r+b") as handle:  # flip one byte in the middle, same size
         handle.seek(blob.stat().st_size // 2)
         byte = handle.read(1)

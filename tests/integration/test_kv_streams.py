@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from hearth.runtime.engine import ContextConfig, Engine
-from hearth.runtime.generate import GenRequest, Generator, Hooks
+from hearth.runtime.scheduler import GenRequest, Scheduler, Hooks
 from hearth.runtime.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -38,10 +38,10 @@ def test_continuous_batch_equals_one_sequence_runs_exactly(streams, default_mode
     """10 prompts through 4 streams (the 5th holds the shared system prompt): prompts join as
     others finish, samples move down to keep the ids consecutive, the prefix is copied whole and
     cut — and every greedy answer is token for token what a one-sequence context gives."""
-    generator = Generator(streams, share_prefix=True)
+    generator = Scheduler(streams, share_prefix=True)
     together = generator.run([GenRequest(tokens(streams, t), GREEDY, 24) for t in TEXTS])
     with Engine(default_model_path, ContextConfig(n_ctx=512, n_seq_max=1, n_threads=2, n_threads_batch=2)) as alone:
-        expected = [Generator(alone).run([GenRequest(tokens(alone, t), GREEDY, 24)])[0][0].tokens for t in TEXTS]
+        expected = [Scheduler(alone).run([GenRequest(tokens(alone, t), GREEDY, 24)])[0][0].tokens for t in TEXTS]
     assert [r[0].tokens for r in together] == expected
     stats = generator.stats
     assert stats.max_rows_per_call == 4
@@ -57,7 +57,7 @@ def test_request_over_one_stream_is_refused_per_sequence(streams):
             errors.append(error)
 
     prompt = tokens(streams, "Tell me a story.")
-    results = Generator(streams).run([GenRequest(prompt, GREEDY, 300), GenRequest(prompt, GREEDY, 4)], Catch())
+    results = Scheduler(streams).run([GenRequest(prompt, GREEDY, 300), GenRequest(prompt, GREEDY, 4)], Catch())
     # 300 new tokens fit the 1,280 cells in all, but not one sequence's 256
     assert len(errors) == 1 and "per sequence" in errors[0].message
     assert len(results[1][0].tokens) == 4

@@ -16,7 +16,7 @@ from hearth.quantize.convert import convert_checkpoint  # noqa: E402
 from hearth.quantize.quality import evaluate_quality, read_text  # noqa: E402
 from hearth.quantize.quantize import quantize_file  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
-from hearth.runtime.offline import OfflineModel  # noqa: E402
+from hearth.runtime.scoring import ScoringModel  # noqa: E402
 
 TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS"]
 # the ggml type most of the matrices get (llama.cpp keeps some tensors at higher precision)
@@ -53,7 +53,7 @@ def test_each_quant_loads_and_generates(quant, quantized):
     assert max(set(kinds), key=kinds.count) == MAIN_TENSOR_TYPE[quant]
     assert progress[quant] and progress[quant][-1].done == progress[quant][-1].total == len(info.tensors)
     assert not list(result.path.parent.glob(".*.tmp"))
-    with OfflineModel(result.path, n_ctx=64) as model:
+    with ScoringModel(result.path, n_ctx=64) as model:
         prompt = model.tokenize("Once upon a time")
         new = model.greedy(prompt, 4)
     assert len(new) == 4 and all(0 <= t < model.n_vocab for t in new)
@@ -111,5 +111,5 @@ def test_imatrix_is_used(f16_model, quantized, tmp_path):
     plain = quantized[0]["IQ4_XS"]
     weighted = quantize_file(f16_model, "IQ4_XS", tmp_path / "weighted.gguf", imatrix_path=tmp_path / "imatrix.gguf")
     assert plain.path.read_bytes() != weighted.path.read_bytes()
-    with OfflineModel(weighted.path, n_ctx=32) as model:
+    with ScoringModel(weighted.path, n_ctx=32) as model:
         assert len(model.greedy(model.tokenize("Hello"), 2)) == 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hearth.runtime.batch import (BatchDefaults, BatchItem, BatchLineError, ResultWriter, parse_line,
+from hearth.runtime.jsonl_batch import (BatchDefaults, BatchItem, BatchLineError, ResultWriter, parse_line,
                                   read_items)
 from hearth.runtime.sampling import SamplingParams
 

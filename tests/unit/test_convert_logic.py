@@ -183,26 +183,28 @@ def test_score_chunk_hand_made():
 
 
 def test_registry_round_trip(tmp_path):
+    from hearth.references import from_registry
+
     first = tmp_path / "a-F16.gguf"
     second = tmp_path / "a-Q4_K_M.gguf"
     for path in (first, second):
         path.write_bytes(b"GGUF")
-    assert registry.resolve_reference("a") is None
+    assert from_registry("a") is None
     registry.register("a", "F16", first, "org/a")
     registry.register("a", "q4_k_m", second, "org/a")
     assert registry.lookup("a").quant == "Q4_K_M"  # newest
     assert registry.lookup("A:f16").path == str(first.resolve())
     assert registry.most_precise("a").quant == "F16"
-    resolved = registry.resolve_reference("a:Q4_K_M")
+    resolved = from_registry("a:Q4_K_M")
     assert resolved.path == second.resolve() and resolved.source == "registry"
-    assert registry.resolve_reference("b") is None
+    assert from_registry("b") is None
     second.unlink()
     with pytest.raises(ModelNotFoundError, match="file is gone"):
-        registry.resolve_reference("a:Q4_K_M")
+        from_registry("a:Q4_K_M")
 
 
 def test_runtime_models_finds_registered_names(tmp_path):
-    from hearth.runtime.models import resolve_model
+    from hearth.references import resolve_model
 
     path = tmp_path / "m.gguf"
     path.write_bytes(b"GGUF")

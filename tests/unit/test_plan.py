@@ -393,7 +393,7 @@ def test_apple_gpu_shares_memory_so_all_layers_go_and_ram_holds_everything(smol)
 
 
 def test_batch_parallel_is_16_on_a_cpu_and_64_with_every_layer_on_a_gpu(smol):
-    from hearth.runtime.batch import decide_parallel
+    from hearth.runtime.jsonl_batch import decide_parallel
 
     assert decide_parallel(smol, machine(), per_seq=768)[0] == 16
     n, reason = decide_parallel(smol, machine(gpus=[nvidia(20 * GIB)], offload=True), per_seq=768)
@@ -405,7 +405,7 @@ def test_batch_parallel_is_16_on_a_cpu_and_64_with_every_layer_on_a_gpu(smol):
 
 
 def test_batch_parallel_shrinks_to_what_fits(smol):
-    from hearth.runtime.batch import decide_parallel
+    from hearth.runtime.jsonl_batch import decide_parallel
 
     # 17 streams x 8,192 cells x 23,040 bytes = 3.0 GiB of KV cache: not in 1.5 GiB of RAM
     n, reason = decide_parallel(smol, machine(ram_gib=1.5), per_seq=8192)

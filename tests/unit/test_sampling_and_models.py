@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hearth.errors import ModelNotFoundError, UsageError
-from hearth.runtime.models import resolve_model
+from hearth.references import resolve_model
 from hearth.runtime.sampling import SamplingParams, sample_seeds
 
 

@@ -1,4 +1,4 @@
-"""The generation scheduler: many sequences through one llama.cpp context.
+"""The scheduler: many sequences through one llama.cpp context.
 
 One loop serves every mode:
 - `hearth run`: one request, one sample;
@@ -13,17 +13,17 @@ One loop serves every mode:
 
 from __future__ import annotations
 
-import bisect
-import codecs
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import ContextOverflowError
 from .engine import Engine
 from .sampling import SamplingParams, sample_seeds
+from .sequences import SequencePool
+from .textstream import TextStream
 
 
 @dataclass
@@ -57,13 +57,14 @@ class Sample:
     n_past: int
     sampler: Any = None
     tokens: list[int] = field(default_factory=list)
-    text: str = ""
     finish_reason: str | None = None
     logprob_sum: float = 0.0
     token_confidences: list[float] = field(default_factory=list)
     first_token_at: float | None = None
-    _held: str = ""
-    _decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
+    stream: TextStream = field(default_factory=TextStream)
+
+    def __post_init__(self) -> None:
+        self.stream = TextStream(self.request.stop)
 
     @property
     def done(self) -> bool:
@@ -73,6 +74,10 @@ class Sample:
         """Called by a hook to end this sample after the current token (e.g. answer complete)."""
         if self.finish_reason is None:
             self.finish_reason = reason
+
+    @property
+    def text(self) -> str:
+        return self.stream.text
 
     @property
     def mean_logprob(self) -> float:
@@ -162,11 +167,30 @@ class _RequestState:
     closed: bool = False  # no more samples: the caller settled it (e.g. the vote is decided)
 
 
+@dataclass
+class _Run:
+    """Everything one `Scheduler.run` tracks, in one place."""
+
+    hooks: Hooks
+    source: Iterator
+    pool: SequencePool
+    prefix_seq: int | None = None  # the sequence holding the shared prompt prefix
+    prefix: list[int] = field(default_factory=list)  # the tokens it holds
+    waiting: deque = field(default_factory=deque)  # requests read from the source, not yet started
+    exhausted: bool = False
+    reserved: int = 0  # KV cells promised to started requests (unified layout)
+    jobs: list[_PromptJob] = field(default_factory=list)  # prompts being evaluated
+    decoding: list[Sample] = field(default_factory=list)
+    states: dict[int, _RequestState] = field(default_factory=dict)  # id(request) -> state
+    results: list[list[Sample]] = field(default_factory=list)
+    order: dict[int, int] = field(default_factory=dict)  # id(request) -> index in results
+
+
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a KV copy
 PREFIX_CAP = 512  # the shared-prefix sequence keeps at most this many prompt tokens
 
 
-class Generator:
+class Scheduler:
     """Runs requests through an Engine with continuous batching.
 
     With `share_prefix`, the last sequence id holds the KV of the first prompt (up to
@@ -180,6 +204,9 @@ class Generator:
     the lowest free id, puts batch rows in sequence order, and gives a prompt's tokens to one
     sequence only: the others (samples, the prefix holder) get a copy of its stream when it is
     done, and a shared prefix is copied whole and cut back to its length.
+
+    What one `run` needs lives in a `_Run` (`self._r`); the scheduler itself keeps only the
+    engine, its settings and the statistics across runs.
     """
 
     def __init__(self, engine: Engine, share_prefix: bool = False):
@@ -187,6 +214,7 @@ class Generator:
         self.stats = GenStats()
         self.share_prefix = share_prefix and engine.config.n_seq_max > 1
         self.streams = not engine.config.kv_unified and engine.config.n_seq_max > 1
+        self._r: _Run | None = None
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
@@ -194,77 +222,88 @@ class Generator:
 
         `requests` may be any iterable (a lazy reader): it is consumed only as slots free up.
         """
-        self._hooks = hooks or Hooks()
-        self._source = iter(requests)
-        self._waiting: deque[GenRequest] = deque()
-        self._exhausted = False
+        for _ in self.steps(requests, hooks):
+            pass
+        return self._last_results
+
+    def steps(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> Iterator[None]:
+        """`run`, one decode call per iteration: a caller can stream between calls.
+
+        The source may also yield None, meaning "nothing to admit right now" (a server's queue):
+        the loop goes on with what it has, and asks again after the next call. Closing the
+        iterator early cancels what is still running and frees its sequences.
+        """
         n_seq = self.engine.config.n_seq_max
-        self._prefix_seq = n_seq - 1 if self.share_prefix else None
-        self._prefix: list[int] = []
-        self._seq_capacity = n_seq - (1 if self.share_prefix else 0)
-        self._free_seqs = list(range(self._seq_capacity))  # sorted: samples take the lowest, holders the highest
-        self._reserved = 0
-        self._jobs: list[_PromptJob] = []
-        self._decoding: list[Sample] = []
-        self._states: dict[int, _RequestState] = {}  # id(request) -> state
-        self._results: list[list[Sample]] = []
-        self._order: dict[int, int] = {}
+        capacity = n_seq - (1 if self.share_prefix else 0)
+        self._r = _Run(hooks or Hooks(), iter(requests), SequencePool(capacity),
+                       prefix_seq=n_seq - 1 if self.share_prefix else None)
+        self._last_results: list[list[Sample]] = self._r.results
         try:
-            while self._admit() or self._jobs or self._decoding:
-                if self._hooks.should_cancel():
+            while self._admit() or self._r.jobs or self._r.decoding:
+                if self._r.hooks.should_cancel():
                     break
+                if not (self._r.jobs or self._r.decoding):
+                    yield None  # nothing admitted this time: a server's queue is empty
+                    continue
                 self._step()
+                yield None
         finally:
             self._finish_all("cancelled")
-            if self._prefix:
-                self.engine.ctx.seq_remove(self._prefix_seq, -1, -1)
-        return self._results
+            if self._r.prefix:
+                self.engine.ctx.seq_remove(self._r.prefix_seq, -1, -1)
+
+    @property
+    def idle(self) -> bool:
+        """No prompt in evaluation and no sample decoding (a request source may block now)."""
+        return self._r is None or not (self._r.jobs or self._r.decoding)
 
     def close_request(self, request: GenRequest, reason: str) -> None:
         """End a request now: launch no more samples, end the live ones with `reason`."""
-        state = self._states.get(id(request))
+        state = self._r.states.get(id(request)) if self._r else None
         if state is None or state.closed:
             return
         state.closed = True
         for sample in state.samples:
             if not sample.done:
                 self._finish(sample, reason)
-        for job in [j for j in self._jobs if j.state is state]:
+        for job in [j for j in self._r.jobs if j.state is state]:
             self._drop_job(job)
         self._maybe_done(state)
 
     # -- admission ------------------------------------------------------------------------
     def _next_request(self) -> GenRequest | None:
-        if self._waiting:
-            return self._waiting[0]
-        if self._exhausted:
+        if self._r.waiting:
+            return self._r.waiting[0]
+        if self._r.exhausted:
             return None
         try:
-            request = next(self._source)
+            request = next(self._r.source)
         except StopIteration:
-            self._exhausted = True
+            self._r.exhausted = True
             return None
-        self._order[id(request)] = len(self._order)
-        self._results.append([])
-        self._waiting.append(request)
+        if request is None:  # the source has nothing right now
+            return None
+        self._r.order[id(request)] = len(self._r.order)
+        self._r.results.append([])
+        self._r.waiting.append(request)
         return request
 
     def _admit(self) -> bool:
         """Start waiting requests while sequence ids and KV cells allow; True if work remains."""
-        n_ctx, n_seq_max = self.engine.n_ctx, self._seq_capacity
+        n_ctx, n_seq_max = self.engine.n_ctx, self._r.pool.capacity
         while (request := self._next_request()) is not None:
             need, seqs = self._cells_needed(request), _seqs_needed(request)
             if need > self._cell_limit() or seqs > n_seq_max or not request.prompt:
-                self._waiting.popleft()
-                self._hooks.on_request_error(request, _overflow_error(request, need, self._cell_limit(), n_seq_max,
+                self._r.waiting.popleft()
+                self._r.hooks.on_request_error(request, _overflow_error(request, need, self._cell_limit(), n_seq_max,
                                                                       self.streams))
                 continue
-            busy = self._jobs or self._decoding
-            if busy and (len(self._free_seqs) < seqs or (not self.streams and self._reserved + need > n_ctx)):
+            busy = self._r.jobs or self._r.decoding
+            if busy and (len(self._r.pool) < seqs or (not self.streams and self._r.reserved + need > n_ctx)):
                 break
-            self._waiting.popleft()
+            self._r.waiting.popleft()
             self._start(request)
-        return bool(self._waiting) or not self._exhausted
+        return bool(self._r.waiting) or not self._r.exhausted
 
     def _cells_needed(self, request: GenRequest) -> int:
         """KV cells the request needs: in all (unified), or in each sample's stream."""
@@ -273,12 +312,6 @@ class Generator:
     def _cell_limit(self) -> int:
         return self.engine.n_ctx_seq if self.streams else self.engine.n_ctx
 
-    def _take_seq(self, highest: bool = False) -> int:
-        return self._free_seqs.pop(-1 if highest else 0)
-
-    def _release_seq(self, seq: int) -> None:
-        bisect.insort(self._free_seqs, seq)
-
     def _compact(self) -> None:
         """KV streams: move decoding samples down into free lower ids, so the sequences of a
         decode call stay one run of consecutive ids (one micro-batch, not one per gap).
@@ -286,27 +319,27 @@ class Generator:
         A move copies the sample's whole stream (a few MB, at the next decode), far cheaper than
         the extra micro-batch a gap costs once requests run out at the end of a batch.
         """
-        movable = sorted((s for s in self._decoding if not s.done and not s.request.reuse_prefix),
+        movable = sorted((s for s in self._r.decoding if not s.done and not s.request.reuse_prefix),
                          key=lambda s: s.seq_id)
         ctx = self.engine.ctx
-        while movable and self._free_seqs and self._free_seqs[0] < movable[-1].seq_id:
-            sample, target = movable.pop(), self._take_seq()
+        while movable and len(self._r.pool) and self._r.pool.lowest_free < movable[-1].seq_id:
+            sample, target = movable.pop(), self._r.pool.take()
             ctx.seq_copy(sample.seq_id, target)
             ctx.seq_remove(sample.seq_id, -1, -1)
-            self._release_seq(sample.seq_id)
+            self._r.pool.release(sample.seq_id)
             sample.seq_id = target
             self.stats.moves += 1
 
     def _start(self, request: GenRequest) -> None:
         engine = self.engine
         state = _RequestState(request)
-        self._states[id(request)] = state
+        self._r.states[id(request)] = state
         live = min(request.parallel or request.n, request.n)
-        fork_ids = [self._take_seq() for _ in range(live)]
+        fork_ids = [self._r.pool.take() for _ in range(live)]
         if live < request.n:  # from the top: a holder is never in a decode call, keep it out of the run
-            state.holder = self._take_seq(highest=True)
+            state.holder = self._r.pool.take(highest=True)
         seq_ids = fork_ids + ([state.holder] if state.holder is not None else [])
-        self._reserved += request.kv_cells()
+        self._r.reserved += request.kv_cells()
         # KV streams: the prompt goes to one sequence, the others get a copy of its stream when done
         job = (_PromptJob(state, seq_ids[:1], fork_ids, 0, copy_to=seq_ids[1:]) if self.streams
                else _PromptJob(state, seq_ids, fork_ids, 0))
@@ -319,43 +352,43 @@ class Generator:
                 engine.ctx.seq_remove(seq, -1, -1)
             start = self._shared_prefix_len(request.prompt)
             for seq in job.seq_ids if start else ():
-                engine.ctx.copy_prefix(self._prefix_seq, seq, start)
+                engine.ctx.copy_prefix(self._r.prefix_seq, seq, start)
         for seq in seq_ids:
             engine.cached.pop(seq, None)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
         state.launched = live
         job.position = start
-        self._jobs.append(job)
+        self._r.jobs.append(job)
 
     def _shared_prefix_len(self, prompt: list[int]) -> int:
-        shared = min(_common_prefix(self._prefix, prompt), len(prompt) - 1)
+        shared = min(_common_prefix(self._r.prefix, prompt), len(prompt) - 1)
         return shared if shared >= MIN_SHARED_PREFIX else 0
 
     def _hold_prefix(self, job: _PromptJob) -> None:
         """Keep the first evaluated prompt's KV in the prefix sequence for later requests."""
         prompt = job.state.request.prompt
         keep = min(len(prompt) - 1, PREFIX_CAP)
-        if self._prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
+        if self._r.prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
             return
-        self.engine.ctx.copy_prefix(job.seq_ids[0], self._prefix_seq, keep)
-        self._prefix = prompt[:keep]
-        self._reserved += keep
+        self.engine.ctx.copy_prefix(job.seq_ids[0], self._r.prefix_seq, keep)
+        self._r.prefix = prompt[:keep]
+        self._r.reserved += keep
 
     def _launch_late_sample(self, state: _RequestState) -> None:
         """Start one more sample from the held prompt: copy its KV, re-evaluate only the last token."""
-        seq = self._take_seq()
+        seq = self._r.pool.take()
         n_prompt = len(state.request.prompt)
         self.engine.ctx.seq_remove(seq, -1, -1)
         self.engine.ctx.copy_prefix(state.holder, seq, n_prompt - 1)
         state.launched += 1
-        self._jobs.append(_PromptJob(state, [seq], [seq], n_prompt - 1))
+        self._r.jobs.append(_PromptJob(state, [seq], [seq], n_prompt - 1))
 
     def _drop_job(self, job: _PromptJob) -> None:
-        self._jobs.remove(job)
+        self._r.jobs.remove(job)
         for seq in job.fork_ids:
             self.engine.ctx.seq_remove(seq, -1, -1)
-            self._release_seq(seq)
+            self._r.pool.release(seq)
 
     # -- one decode call ----------------------------------------------------------------
     def _step(self) -> None:
@@ -365,12 +398,12 @@ class Generator:
             self._compact()
         # (sequence, position, token, sequence ids, owner): owner is a decoding Sample, or the
         # _PromptJob whose last prompt token this is (both want logits), or None.
-        plan: list[tuple] = [(s.seq_id, s.n_past, s.tokens[-1], (s.seq_id,), s) for s in self._decoding]
-        for sample in self._decoding:
+        plan: list[tuple] = [(s.seq_id, s.n_past, s.tokens[-1], (s.seq_id,), s) for s in self._r.decoding]
+        for sample in self._r.decoding:
             sample.n_past += 1
         budget = batch.capacity - len(plan)
         filled: list[_PromptJob] = []
-        for job in self._jobs:
+        for job in self._r.jobs:
             if budget <= 0:
                 break
             prompt = job.state.request.prompt
@@ -412,11 +445,11 @@ class Generator:
             if not sample.done:
                 self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
         for job in filled:
-            if job in self._jobs:  # not dropped by a hook meanwhile
+            if job in self._r.jobs:  # not dropped by a hook meanwhile
                 self._hold_prefix(job)
-                self._jobs.remove(job)
+                self._r.jobs.remove(job)
                 self._fork_samples(job)
-        self._decoding = [s for s in self._decoding if not s.done]
+        self._r.decoding = [s for s in self._r.decoding if not s.done]
 
     def _fork_samples(self, job: _PromptJob) -> None:
         state, request = job.state, job.state.request
@@ -426,13 +459,13 @@ class Generator:
         for seq in job.fork_ids:
             if state.closed:
                 self.engine.ctx.seq_remove(seq, -1, -1)
-                self._release_seq(seq)
+                self._r.pool.release(seq)
                 continue
             index = len(state.samples)
             sample = Sample(request, index, seq, n_past=len(request.prompt))
             sample.sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
             state.samples.append(sample)
-            self._decoding.append(sample)
+            self._r.decoding.append(sample)
             self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
         self._maybe_done(state)
 
@@ -448,9 +481,11 @@ class Generator:
             return
         sample.tokens.append(token)
         self.stats.generated += 1
-        delta = self._visible_text(sample, sample._decoder.decode(model.piece(token)))
+        delta = sample.stream.feed(model.piece(token))
+        if sample.stream.stopped:
+            sample.stop("stop")
         if delta:
-            self._hooks.on_text(sample, delta)
+            self._r.hooks.on_text(sample, delta)
         if sample.done:
             if sample.sampler is not None:  # stopped by a stop string or a hook, not yet finished
                 self._finish(sample, sample.finish_reason)
@@ -468,33 +503,13 @@ class Generator:
         sample.logprob_sum += float(logits[token]) - log_z
         sample.token_confidences.append(-(float(top.mean()) - log_z))
 
-    def _visible_text(self, sample: Sample, new_text: str) -> str:
-        """Append text, cutting at a stop string and holding back a possible stop prefix."""
-        stops = sample.request.stop
-        if not stops:
-            sample.text += new_text
-            return new_text
-        pending = sample._held + new_text
-        cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            sample._held = ""
-            sample.text += pending[:cut]
-            sample.stop("stop")
-            return pending[:cut]
-        hold = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-        out, sample._held = pending[: len(pending) - hold], pending[len(pending) - hold :]
-        sample.text += out
-        return out
-
     def _finish(self, sample: Sample, reason: str) -> None:
         if sample.sampler is None and sample.finish_reason is not None:
             return  # already finished
         sample.finish_reason = reason
-        tail = sample._decoder.decode(b"", final=True) + (sample._held if reason != "stop" else "")
-        sample._held = ""
+        tail = sample.stream.close()
         if tail:
-            sample.text += tail
-            self._hooks.on_text(sample, tail)
+            self._r.hooks.on_text(sample, tail)
         request, engine = sample.request, self.engine
         if request.reuse_prefix and reason != "cancelled":
             engine.cached[sample.seq_id] = (request.prompt + sample.tokens)[: sample.n_past]
@@ -503,9 +518,9 @@ class Generator:
         if sample.sampler is not None:
             sample.sampler.close()
             sample.sampler = None
-        self._release_seq(sample.seq_id)
-        self._hooks.on_finish(sample)
-        state = self._states.get(id(request))
+        self._r.pool.release(sample.seq_id)
+        self._r.hooks.on_finish(sample)
+        state = self._r.states.get(id(request))
         if state is not None:
             self._launch_more(state)
             self._maybe_done(state)
@@ -518,40 +533,40 @@ class Generator:
         """
         request = state.request
         live_cap = min(request.parallel or request.n, request.n)
-        while not state.closed and state.holder is not None and state.launched < request.n and self._free_seqs:
-            live = sum(not s.done for s in state.samples) + sum(j.state is state for j in self._jobs)
-            if live >= live_cap or (live and not self._hooks.may_launch(request, live)):
+        while not state.closed and state.holder is not None and state.launched < request.n and len(self._r.pool):
+            live = sum(not s.done for s in state.samples) + sum(j.state is state for j in self._r.jobs)
+            if live >= live_cap or (live and not self._r.hooks.may_launch(request, live)):
                 return
             self._launch_late_sample(state)
 
     def _maybe_done(self, state: _RequestState) -> None:
         request = state.request
-        if id(request) not in self._states:
+        if id(request) not in self._r.states:
             return
-        if any(j.state is state for j in self._jobs) or not all(s.done for s in state.samples):
+        if any(j.state is state for j in self._r.jobs) or not all(s.done for s in state.samples):
             return
         if not state.closed and len(state.samples) < request.n:
             return
         if state.holder is not None:
             self.engine.ctx.seq_remove(state.holder, -1, -1)
-            self._release_seq(state.holder)
-        self._reserved -= request.kv_cells()
-        del self._states[id(request)]
-        self._results[self._order[id(request)]] = state.samples
-        self._hooks.on_request_done(request, state.samples)
+            self._r.pool.release(state.holder)
+        self._r.reserved -= request.kv_cells()
+        del self._r.states[id(request)]
+        self._r.results[self._r.order[id(request)]] = state.samples
+        self._r.hooks.on_request_done(request, state.samples)
 
     def _finish_all(self, reason: str) -> None:
         """On cancel or Ctrl-C: end every live sample and free its sequence (no stale KV)."""
-        for state in list(self._states.values()):
+        for state in list(self._r.states.values()):
             state.closed = True
-        for sample in list(self._decoding):
+        for sample in list(self._r.decoding):
             if not sample.done:
                 self._finish(sample, reason)
-        for job in list(self._jobs):
+        for job in list(self._r.jobs):
             self._drop_job(job)
-        for state in list(self._states.values()):
+        for state in list(self._r.states.values()):
             self._maybe_done(state)
-        self._decoding = []
+        self._r.decoding = []
 
 
 def _seqs_needed(request: GenRequest) -> int:

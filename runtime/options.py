@@ -1,0 +1,86 @@
+"""`GenerationOptions`: the one definition of every generation setting and its default.
+
+Every face builds one: the CLI from its flags (a flag left out is None, so the default here
+applies), `hearth serve` from a request, a Python program with keywords
+(`model.generate("Hi", temperature=0)`). Nothing else in hearth states a sampling default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from ..errors import UsageError
+from .sampling import SamplingParams
+
+# max_tokens when none is given, by what is being generated: a one-shot answer, a chat turn
+# (answers run longer, and the context meter shows the room), one line of a batch job.
+DEFAULT_MAX_TOKENS = {"generate": 512, "chat": 1024, "batch": 256, "reason": 512}
+DEFAULT_TEMPERATURE = 0.8
+REASONING_TEMPERATURE = 0.7  # self-consistency's usual setting: diverse samples, few derailed ones
+SINGLE_ANSWER_TEMPERATURE = 0.0  # reasoning mode with one sample: its most likely answer
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to generate. None means "the default for this kind of generation" (see above)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF text
+    json_schema: str | dict | None = None  # constrain the output to JSON matching this schema
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop or ()))
+        if self.grammar and self.json_schema is not None:
+            raise UsageError("give a grammar or a JSON schema, not both")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise UsageError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+
+    def merged(self, **overrides) -> "GenerationOptions":
+        """A copy with the given settings replaced; None values keep the current one."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown generation option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **changes) if changes else self
+
+    def max_tokens_for(self, mode: str) -> int:
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_TOKENS[mode]
+
+    def temperature_for(self, mode: str, samples: int = 1) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        if mode == "reason":
+            return REASONING_TEMPERATURE if samples > 1 else SINGLE_ANSWER_TEMPERATURE
+        return DEFAULT_TEMPERATURE
+
+    def sampling(self, mode: str = "generate", samples: int = 1) -> SamplingParams:
+        """The engine's sampler settings for this kind of generation (a JSON schema compiled to
+        its GBNF grammar)."""
+        return SamplingParams(
+            temperature=self.temperature_for(mode, samples), top_k=self.top_k, top_p=self.top_p,
+            min_p=self.min_p, repeat_penalty=self.repeat_penalty, repeat_last_n=self.repeat_last_n,
+            seed=self.seed, grammar=self.grammar_text(),
+        ).validated()
+
+    def grammar_text(self) -> str | None:
+        """The GBNF grammar to constrain output with: the grammar, or the JSON schema's."""
+        if self.json_schema is None:
+            return self.grammar
+        import json
+
+        from .engine import json_schema_grammar
+
+        schema = self.json_schema if isinstance(self.json_schema, str) else json.dumps(self.json_schema)
+        return json_schema_grammar(schema)
