@@ -165,10 +165,16 @@ class Model:
         """Generate every row ({"id", "prompt"} or {"id", "messages"}, with optional per-row
         settings as in `hearth batch`) with continuous batching; results by id, in input order
         (a bad row gets {"id", "error"})."""
-        results: dict[Any, dict] = {}
-        self.run_batch(({**row} for row in rows), lambda record: results.__setitem__(record["id"], record),
-                       options, system=system, parallel=parallel, ctx=ctx, from_json=False, **overrides)
-        return results
+        from .errors import UsageError
+
+        rows = list(rows)
+        order = [row.get("id", n) if isinstance(row, dict) else n for n, row in enumerate(rows, start=1)]
+        if len(set(map(repr, order))) != len(order):
+            raise UsageError("two rows have the same id: results are returned by id")
+        got: dict[Any, dict] = {}
+        self.run_batch(rows, lambda record: got.__setitem__(record["id"], record), options, system=system,
+                       parallel=parallel, ctx=ctx, from_json=False, **overrides)
+        return {key: got[key] for key in order if key in got}
 
     def run_batch(self, lines: Iterable, emit: Callable[[dict], None], options: GenerationOptions | None = None, *,
                   system: str | None = None, parallel: int | None = None, ctx: int | None = None,

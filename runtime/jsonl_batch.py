@@ -359,7 +359,7 @@ def result_record(item: BatchItem, samples: list) -> dict:
     from .stopping import lowest_group_confidence
     from .voting import SampleResult, vote
 
-    results = [SampleResult(s.text, final_answer(s.text, "auto"), max(0.0, lowest_group_confidence(s.token_confidences, 64)),
+    results = [SampleResult(s.text, final_answer(s.text, "auto"), max(0.0, lowest_group_confidence(s.token_confidences)),
                             len(s.tokens)) for s in samples]
     tally = vote(results, "weighted")
     best = samples[tally.winner_index] if tally.winner_index is not None else samples[0]

@@ -15,7 +15,7 @@ from .sampling import SamplingParams
 # max_tokens when none is given, by what is being generated: a one-shot answer, a chat turn
 # (answers run longer, and the context meter shows the room), one line of a batch job.
 DEFAULT_MAX_TOKENS = {"generate": 512, "chat": 1024, "batch": 256, "reason": 512}
-DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TEMPERATURE = SamplingParams.temperature
 REASONING_TEMPERATURE = 0.7  # self-consistency's usual setting: diverse samples, few derailed ones
 SINGLE_ANSWER_TEMPERATURE = 0.0  # reasoning mode with one sample: its most likely answer
 
@@ -24,14 +24,15 @@ SINGLE_ANSWER_TEMPERATURE = 0.0  # reasoning mode with one sample: its most like
 class GenerationOptions:
     """How to generate. None means "the default for this kind of generation" (see above)."""
 
+    # The sampler defaults are written once, on the engine's SamplingParams, and read from there.
     max_tokens: int | None = None
     temperature: float | None = None
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int | None = None
+    top_k: int = SamplingParams.top_k
+    top_p: float = SamplingParams.top_p
+    min_p: float = SamplingParams.min_p
+    repeat_penalty: float = SamplingParams.repeat_penalty
+    repeat_last_n: int = SamplingParams.repeat_last_n
+    seed: int | None = None  # None: a random seed per run
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF text
     json_schema: str | dict | None = None  # constrain the output to JSON matching this schema

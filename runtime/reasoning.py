@@ -17,8 +17,8 @@ from typing import Callable
 from .answers import answer_line_complete, final_answer
 from .scheduler import GenRequest, Hooks, Sample, Scheduler
 from .sampling import SamplingParams
-from .stopping import (StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence,
-                       should_cut)
+from .stopping import (DEFAULT_CONFIDENCE_WINDOW, StopRule, WindowedConfidence, confidence_bar, decide_stop,
+                       lowest_group_confidence, should_cut)
 from .voting import SampleResult, VoteResult, vote
 
 CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
@@ -40,7 +40,7 @@ class ReasoningConfig:
     answer: str = "auto"
     adaptive: bool = True
     parallel: int | None = None  # live samples at once; None: K (fixed) or 2 (adaptive)
-    window: int = 32  # DeepConf sliding window (tokens)
+    window: int = DEFAULT_CONFIDENCE_WINDOW  # DeepConf sliding window (tokens)
     warmup: int = 2  # finished samples that set the online confidence bar
     keep_top_percent: float = 90.0
     stop_rule: StopRule = ADAPTIVE_STOP_RULE

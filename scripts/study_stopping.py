@@ -22,7 +22,8 @@ import json
 from dataclasses import dataclass, replace
 
 from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE
-from hearth.runtime.stopping import StopRule, WindowedConfidence, confidence_bar, decide_stop, lowest_group_confidence
+from hearth.runtime.stopping import (DEFAULT_CONFIDENCE_WINDOW, StopRule, WindowedConfidence, confidence_bar, decide_stop,
+                                     lowest_group_confidence)
 from hearth.runtime.voting import SampleResult, vote
 
 from bench_reasoning import same_number  # scripts/ is on sys.path when this script runs
@@ -33,7 +34,7 @@ class Policy:
     parallel: int = 4
     warmup: int = 3
     keep_top_percent: float = 90.0
-    window: int = 64
+    window: int = DEFAULT_CONFIDENCE_WINDOW
     rule: StopRule = StopRule()
     lazy: bool = True
     cut: bool = True
@@ -62,7 +63,7 @@ POLICIES = {
 }
 
 
-def weight(sample: dict, window: int = 64) -> float:
+def weight(sample: dict, window: int = DEFAULT_CONFIDENCE_WINDOW) -> float:
     return max(0.0, lowest_group_confidence(sample["confidences"][:sample["tokens"]], window))
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def write_jsonl(path, rows):
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
@@ -18,6 +20,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_batch_outputs_every_id_and_matches_single_runs(hearth, tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     prompts = ["Name a fruit.", "What is 3+4?", "Say hi.", "Name a planet.", "Give me a color.", "Write a haiku about rain."]
@@ -75,6 +78,7 @@ def test_missing_input_and_unwritable_output_fail_before_loading(hearth, tmp_pat
     assert bad_out.returncode == 2 and "does not exist" in bad_out.stderr
 
 
+@pytest.mark.slow
 def test_kill_then_resume_gives_every_id_once(tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = [f"id-{i}" for i in range(16)]
@@ -98,6 +102,7 @@ def test_kill_then_resume_gives_every_id_once(tmp_path):
     assert all("text" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_no_half_answers_and_rerun_completes(tmp_path):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = [f"id-{i}" for i in range(24)]

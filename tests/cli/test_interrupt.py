@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 # A grammar that never reaches an accepting state: end-of-generation is never allowed, so the
 # answer runs to -n. The signal then provably lands on work left, however fast the machine.
 ENDLESS = 'root ::= [a-z ] root\n'
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_answer_exits_130_with_partial_output(tmp_path):
     grammar = tmp_path / "endless.gbnf"
     grammar.write_text(ENDLESS)

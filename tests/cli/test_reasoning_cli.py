@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 QUESTION = "Tom has 3 apples and gets 4 more. How many apples does he have?"
 
 
@@ -14,6 +16,7 @@ def run_json(hearth, *args):
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_fixed_k_decodes_all_samples_in_one_batch_and_is_reproducible(hearth):
     first = run_json(hearth, "--samples", "6", "--no-adaptive", "--seed", "7", "--vote", "majority")
     assert len(first["samples"]) == 6

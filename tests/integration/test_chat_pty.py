@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end through real llama.cpp: seconds per test
+
 pexpect = pytest.importorskip("pexpect")
 
 MAIN = "from hearth.cli.app import main; main()"

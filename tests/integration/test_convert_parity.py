@@ -31,6 +31,8 @@ from hearth.quantize.convert import convert_checkpoint  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
 from hearth.runtime.scoring import ScoringModel  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end to end through real llama.cpp: seconds per test
+
 MULTILINGUAL = ("Hello  world! Ça va? Grüße aus München — 日本語のテキスト, Русский текст, عربي 🦙🚀👍🏽\n"
                 "\tdef f(x):\n        return x ** 2  # comment 12345\n\n\n   trailing   spaces   ")
 RELATIVE_BOUND = 1e-3

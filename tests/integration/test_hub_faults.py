@@ -118,6 +118,7 @@ def test_cut_then_hub_down_fails_and_the_rerun_resumes(repo, size, hub, tmp_path
     assert f'"resumed_from": {size // 2}' in rerun.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_download_then_rerun_resumes(repo, size, hub, tmp_path):
     # The server stalls after half the file for longer than the whole test, and the client's read
     # timeout is longer still: until the signal the client provably has work left, however slow
@@ -173,6 +174,7 @@ def test_file_name_escaping_the_cache_is_refused(hub, tmp_path):
     assert not list(tmp_path.rglob("escape-Q8_0.gguf"))
 
 
+@pytest.mark.slow
 def test_two_pulls_at_once_never_corrupt_the_blob(hub, tmp_path):
     source = gguf_bytes(tmp_path, "shared", FILLER)
     size = source.stat().st_size

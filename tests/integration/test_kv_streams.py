@@ -34,6 +34,7 @@ def test_each_sequence_has_its_own_stream(streams):
     assert streams.n_ctx == 5 * 256 and streams.n_ctx_seq == 256
 
 
+@pytest.mark.slow
 def test_continuous_batch_equals_one_sequence_runs_exactly(streams, default_model_path):
     """10 prompts through 4 streams (the 5th holds the shared system prompt): prompts join as
     others finish, samples move down to keep the ids consecutive, the prefix is copied whole and

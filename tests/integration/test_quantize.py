@@ -18,6 +18,8 @@ from hearth.quantize.quantize import quantize_file  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
 from hearth.runtime.scoring import ScoringModel  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end to end through real llama.cpp: seconds per test
+
 TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_XS"]
 # the ggml type most of the matrices get (llama.cpp keeps some tensors at higher precision)
 MAIN_TENSOR_TYPE = {"F16": "F16", "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q4_K_M": "Q4_K",
