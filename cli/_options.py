@@ -6,8 +6,10 @@ definition of every default, runtime/options.py), which the help text quotes.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -39,6 +41,42 @@ GrammarFile = Annotated[Optional[Path], typer.Option("--grammar", help="GBNF gra
 def max_tokens_option(mode: str):
     """-n, whose default depends on what is generated (a chat turn runs longer than a batch line)."""
     return Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help=f"Most tokens to generate (default {DEFAULT_MAX_TOKENS[mode]}).")]
+
+
+def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True) -> Callable:
+    """Give a command the generation flags, parsed into one `options: GenerationOptions` argument.
+
+    The flags are declared once here, so run, chat and batch spell and mean them the same way;
+    the command's own parameters come first in --help, these after them.
+    """
+    flags: dict[str, object] = {"max_tokens": max_tokens_option(mode), "temp": Temperature, "top_k": TopK,
+                                "top_p": TopP, "min_p": MinP, "repeat_penalty": RepeatPenalty, "seed": Seed}
+    if stop:
+        flags["stop"] = Stop
+    if constraints:
+        flags.update(schema=SchemaFile, grammar=GrammarFile)
+
+    def decorate(func: Callable) -> Callable:
+        import typing
+
+        hints = typing.get_type_hints(func, include_extras=True)  # in the command module's namespace
+        signature = inspect.signature(func)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in signature.parameters.values() if p.name != "options"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+                 for name, annotation in flags.items()]
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            kwargs["options"] = generation_options(**{name: kwargs.pop(name) for name in flags})
+            return func(*args, **kwargs)
+
+        del wrapper.__wrapped__  # Typer must read the signature below, not the wrapped function's
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])
+        wrapper.__annotations__ = {**{k: v for k, v in hints.items() if k != "options"}, **flags}
+        return wrapper
+
+    return decorate
 
 
 def generation_options(*, max_tokens=None, temp=None, top_k=None, top_p=None, min_p=None, repeat_penalty=None,

@@ -1,19 +1,65 @@
-"""The `hearth` command: mounts each command module and maps errors to exit codes.
+"""The `hearth` command: a lazy dispatcher over one module per command group.
 
-Command modules import nothing heavy at module level (llama_cpp, huggingface_hub, numpy load
-inside the commands), so `hearth --help` stays fast.
+`hearth --help` lists the commands from the table below without importing any command module
+(like mlx-lm's cli.py), and `hearth NAME` imports only NAME's module, so start-up stays near
+Typer's own. Command modules import nothing heavy at module level either (llama_cpp,
+huggingface_hub, numpy load inside the commands). Errors map to exit codes in `reports_errors`.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from typing import Callable
 
 import typer
+from typer.core import TyperGroup
 
 from ..errors import HearthError
+
+# name -> (module in cli/, one-line summary shown by `hearth --help`), in --help order. Each
+# summary is the first line of its command's docstring (tests/cli/test_help.py checks).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "Answer one prompt and exit. stdout carries only the answer."),
+    "chat": ("chat", "Chat with a model in the terminal. /help lists the commands."),
+    "batch": ("batch", "Generate an answer for every line of a JSONL file."),
+    "pull": ("models", "Download a GGUF model from the Hugging Face hub (resumable, sha256-verified)."),
+    "list": ("models", "List the GGUF models in the local store (the Hugging Face cache)."),
+    "show": ("models", "Show a model's GGUF metadata: architecture, layers, heads, vocab, template, quant types."),
+    "rm": ("models", "Remove a model's files from the store (blobs other models share stay)."),
+    "du": ("models", "Disk used by each model in the store, and in total."),
+    "verify": ("models", "Re-hash the store's files against their sha256 and report damaged ones (exit 1)."),
+    "convert": ("convert", "Convert a Hugging Face checkpoint (safetensors) to GGUF."),
+    "quantize": ("convert", "Quantize a GGUF with llama.cpp's quantizer."),
+    "quality": ("convert", "Measure what a quantization costs: perplexity, KL divergence, top-1 agreement."),
+    "hw": ("hw", "Show this machine: CPU, SIMD features, memory, GPUs, and what llama.cpp can use."),
+    "plan": ("hw", "Show how MODEL fits this machine before loading it: memory, context, threads, GPU layers."),
+}
+
+_SETTINGS = dict(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                 context_settings={"help_option_names": ["-h", "--help"]})
+_registered: dict[str, typer.Typer] = {}  # command name -> a one-command Typer app
+
+
+class LazyCommands(TyperGroup):
+    """A group whose commands are built on first use from their module."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in COMMANDS:
+            return None
+        if name not in _registered:
+            importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+        return typer.main.get_command(_registered[name])
+
+    def format_commands(self, ctx, formatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_module, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="hearth",
@@ -25,11 +71,14 @@ app = typer.Typer(
         "  hearth hw && hearth plan default          # what this machine is, how a model fits"
     ),
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    cls=LazyCommands,
+    **_SETTINGS,
 )
+
+
+@app.callback()
+def _hearth() -> None:
+    """A group callback, so the app stays a group while its commands load lazily."""
 
 
 def reports_errors(func: Callable) -> Callable:
@@ -64,29 +113,25 @@ def reports_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def command(name: str | None = None, **kwargs) -> Callable:
-    """Register a function as a `hearth` subcommand with error reporting."""
+def command(name: str, **kwargs) -> Callable:
+    """Register a function as the `hearth NAME` command, with error reporting."""
 
     def decorate(func: Callable) -> Callable:
-        app.command(name, **kwargs)(reports_errors(func))
+        if name not in COMMANDS:
+            raise RuntimeError(f"add {name!r} to cli/app.py COMMANDS")  # a developer's slip, caught by the tests
+        sub = typer.Typer(**_SETTINGS)
+        sub.command(name, **kwargs)(reports_errors(func))
+        _registered[name] = sub
         return func
 
     return decorate
 
 
-# One module per command group, in --help order.
-_COMMAND_MODULES: list[str] = ["run", "chat", "batch", "models", "convert", "hw"]
-
-
-def _mount() -> None:
-    # Each module registers its commands with @command on import; order = --help order.
-    import importlib
-
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}")
-
-
-_mount()
+def load_all() -> dict[str, typer.Typer]:
+    """Every command, imported (tests and the README generator walk them all)."""
+    for module in dict.fromkeys(m for m, _summary in COMMANDS.values()):
+        importlib.import_module(f"{__package__}.{module}")
+    return dict(_registered)
 
 
 def main() -> None:

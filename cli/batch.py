@@ -15,22 +15,14 @@ from . import _output as out
 from .app import command
 
 @command("batch")
+@opt.generation_flags("batch")
 def batch(
     input_path: Annotated[str, typer.Argument(metavar="IN.jsonl", help="Input JSONL file, or - for stdin.")],
+    options=None,
     output: Annotated[str, typer.Option("--output", "-o", help="Output JSONL file (appended, resumable), or - for stdout.")] = "-",
     model: opt.Model = None,
     parallel: Annotated[Optional[int], typer.Option("--parallel", "-p", min=1, max=255, help="Sequences decoded together (default: 16 on a CPU, 64 with every layer on a GPU, fewer if memory is short).")] = None,
     system: opt.System = None,
-    max_tokens: opt.max_tokens_option("batch") = None,
-    temp: opt.Temperature = None,
-    top_k: opt.TopK = None,
-    top_p: opt.TopP = None,
-    min_p: opt.MinP = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    stop: opt.Stop = None,
-    schema: opt.SchemaFile = None,
-    grammar: opt.GrammarFile = None,
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
@@ -55,8 +47,6 @@ def batch(
     from .run import load_model
 
     out.set_verbosity(verbose)
-    options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                                     repeat_penalty=repeat_penalty, seed=seed, stop=stop, schema=schema, grammar=grammar)
     out_path = None if output == "-" else Path(output)
     if out_path is not None:
         check_output_writable(out_path)

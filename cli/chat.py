@@ -68,16 +68,11 @@ def _quiet_terminal() -> Iterator[None]:
 
 
 @command("chat")
+@opt.generation_flags("chat", stop=False, constraints=False)
 def chat(
+    options=None,
     model: opt.Model = None,
     system: opt.System = None,
-    max_tokens: opt.max_tokens_option("chat") = None,
-    temp: opt.Temperature = None,
-    top_k: opt.TopK = None,
-    top_p: opt.TopP = None,
-    min_p: opt.MinP = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
@@ -107,8 +102,6 @@ def chat(
     from .run import load_model
 
     out.set_verbosity(verbose)
-    options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                                     repeat_penalty=repeat_penalty, seed=seed)
     state = load_model(model, ctx, threads, gpu_layers, verbose).chat(system, options)
     try:
         repl = ChatRepl(state, session_name=session, markdown=markdown)

@@ -49,20 +49,12 @@ ShowReasoning = Annotated[bool, typer.Option("--show-reasoning", help="Reasoning
 
 
 @command("run")
+@opt.generation_flags("generate")
 def run(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. Piped stdin is appended to it.", show_default=False)] = None,
+    options=None,
     model: opt.Model = None,
     system: opt.System = None,
-    max_tokens: opt.max_tokens_option("generate") = None,
-    temp: opt.Temperature = None,
-    top_k: opt.TopK = None,
-    top_p: opt.TopP = None,
-    min_p: opt.MinP = None,
-    repeat_penalty: opt.RepeatPenalty = None,
-    seed: opt.Seed = None,
-    stop: opt.Stop = None,
-    schema: opt.SchemaFile = None,
-    grammar: opt.GrammarFile = None,
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
@@ -92,9 +84,6 @@ def run(
     """
     out.set_verbosity(verbose)
     text = read_prompt(prompt)
-    options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                                     repeat_penalty=repeat_penalty, seed=seed, stop=stop, schema=schema,
-                                     grammar=grammar)
     if samples is None and answer is None:
         if vote is not None or adaptive is not None or show_reasoning:
             raise UsageError("--vote, --adaptive and --show-reasoning need reasoning mode",

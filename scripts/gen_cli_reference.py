@@ -29,9 +29,9 @@ def help_text(args: list[str]) -> str:
 
 
 def command_names() -> list[str]:
-    from hearth.cli.app import app
+    from hearth.cli.app import COMMANDS
 
-    return [info.name or info.callback.__name__ for info in app.registered_commands]
+    return list(COMMANDS)
 
 
 def reference() -> str:
