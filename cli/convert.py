@@ -73,7 +73,8 @@ def convert(
             stage.unlink(missing_ok=True)
             stage.parent.rmdir()
     entry = registry.register(model_name, target, out, src) if register else None
-    report = {"path": str(out), "name": model_name, "architecture": result.architecture, "gguf_arch": result.gguf_arch,
+    report = {"path": str(out), "name": model_name, "gguf_name": result.gguf_name,
+              "architecture": result.architecture, "gguf_arch": result.gguf_arch,
               "type": target, "tensors": result.n_tensors, "params": result.n_params, "bytes": size,
               "registered": entry is not None}
     if json_out:
@@ -81,6 +82,9 @@ def convert(
         return
     _output.key_values([("path", out), ("architecture", f"{result.architecture} -> {result.gguf_arch}"),
                         ("type", target), ("params", f"{result.n_params:,}"), ("size", _output.human_bytes(size))])
+    if result.gguf_name != model_name:
+        _output.info(f"written as general.name {result.gguf_name!r}: llama.cpp picks tokenizer rules by name, and "
+                     f"{model_name!r} picks rules this vocabulary cannot take")
     if entry:
         _output.info(f"registered: hearth run -m {model_name}")
 
