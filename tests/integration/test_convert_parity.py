@@ -284,6 +284,11 @@ ROPE_CASES = {
     "longrope": ("phi3", "spm-phi3", {"original_max_position_embeddings": 256, "max_position_embeddings": 1024, "rope_parameters": {
         "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT, "long_factor": [f * 2 for f in SHORT],
         "original_max_position_embeddings": 256}}),
+    # Phi-4-mini's combination: longrope over 0.75 of head_dim (12 rotary dims -> 6 factors each)
+    "longrope-partial": ("phi4-mini", "phi4-bpe", {
+        "original_max_position_embeddings": 256, "max_position_embeddings": 1024, "rope_parameters": {
+            "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT[:6],
+            "long_factor": [f * 2 for f in SHORT[:6]], "original_max_position_embeddings": 256}}),
 }
 
 
