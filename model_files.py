@@ -91,6 +91,7 @@ def model_details(reference: str) -> dict:
 class ConvertReport:
     path: Path
     name: str
+    gguf_name: str  # general.name as written (llama.cpp picks some tokenizer rules by it)
     architecture: str
     gguf_arch: str
     type: str
@@ -100,7 +101,7 @@ class ConvertReport:
     registered: bool
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "name": self.name, "architecture": self.architecture,
+        return {"path": str(self.path), "name": self.name, "gguf_name": self.gguf_name, "architecture": self.architecture,
                 "gguf_arch": self.gguf_arch, "type": self.type, "tensors": self.tensors, "params": self.params,
                 "bytes": self.bytes, "registered": self.registered}
 
@@ -136,7 +137,7 @@ def convert(src: str, output: str | Path | None = None, *, outtype: str = "f16",
             stage.unlink(missing_ok=True)
             stage_dir.rmdir()
     entry = registry.register(model_name, target, out, src) if register else None
-    return ConvertReport(out, model_name, result.architecture, result.gguf_arch, target, result.n_tensors,
+    return ConvertReport(out, model_name, result.gguf_name, result.architecture, result.gguf_arch, target, result.n_tensors,
                          result.n_params, size, entry is not None)
 
 

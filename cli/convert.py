@@ -55,6 +55,9 @@ def convert(
     _output.key_values([("path", report.path), ("architecture", f"{report.architecture} -> {report.gguf_arch}"),
                         ("type", report.type), ("params", f"{report.params:,}"),
                         ("size", _output.human_bytes(report.bytes))])
+    if report.gguf_name != report.name:
+        _output.info(f"written as general.name {report.gguf_name!r}: llama.cpp picks tokenizer rules by name, and "
+                     f"{report.name!r} picks rules this vocabulary cannot take")
     if report.registered:
         _output.info(f"registered: hearth run -m {report.name}")
 

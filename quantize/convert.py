@@ -260,6 +260,10 @@ def _check_plan(plan: ConversionPlan, config: ModelConfig) -> None:
         if f"blk.{layer}.attn_norm.weight" not in names:
             raise ConversionError(f"the checkpoint has no tensors for layer {layer} of {config.n_layers}",
                                   hint="a shard is missing, or num_hidden_layers is wrong")
+    if "output.weight" not in names and config.get("tie_word_embeddings") is False:
+        # llama.cpp would quietly reuse token_embd as the output layer: not the model config.json describes
+        raise ConversionError("config.json says the output layer is not tied to the embeddings, but the checkpoint "
+                              "has no lm_head weights", hint="a shard is missing, or tie_word_embeddings is wrong")
     if len(plan.vocab.tokens) != config.vocab_size:
         raise ConversionError(f"the tokenizer has {len(plan.vocab.tokens)} tokens, the model {config.vocab_size}")
 
@@ -277,6 +281,7 @@ class ConversionResult:
     n_tensors: int
     n_params: int
     n_bytes: int
+    gguf_name: str  # general.name as written (an architecture may adjust the requested name)
 
 
 ProgressFn = Callable[[str, int, int], None]  # (tensor name, bytes done, bytes total)
@@ -289,14 +294,14 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
     if not folder.is_dir():
         raise ConversionError(f"{folder} is not a folder", hint="give a model folder or a hub repo id")
     plan = plan_conversion(folder, outtype)
-    plan.converter.check_loadable(plan.vocab, name or folder.name)
+    gguf_name = plan.converter.gguf_model_name(plan.vocab, name or folder.name)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _check_free_space(out_path.parent, plan.n_bytes + _METADATA_RESERVE)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _write_gguf(plan, tmp, outtype, name or folder.name, on_progress)
+        _write_gguf(plan, tmp, outtype, gguf_name, on_progress)
         os.replace(tmp, out_path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -309,7 +314,7 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
         tmp.unlink(missing_ok=True)
         raise
     return ConversionResult(out_path, plan.converter.config.architecture, plan.converter.gguf_arch, outtype,
-                            len(plan.tensors), plan.n_params, out_path.stat().st_size)
+                            len(plan.tensors), plan.n_params, out_path.stat().st_size, gguf_name)
 
 
 def _check_free_space(folder: Path, needed: int) -> None:

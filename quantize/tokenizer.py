@@ -1,7 +1,7 @@
 """Tokenizer files -> the GGUF `tokenizer.*` keys llama.cpp reads.
 
 Two families:
-- byte-level BPE (GPT-2 style: Llama 3, Qwen2/3, SmolLM) from tokenizer.json: vocabulary,
+- byte-level BPE (GPT-2 style: Llama 3, Qwen2/3, SmolLM, Phi-4-mini) from tokenizer.json: vocabulary,
   merges, and the pre-tokenizer, named the way llama.cpp knows it (`tokenizer.ggml.pre`). The
   name is recognised from the pre-tokenizer's own description (its split regex), not by hashing
   sample encodings, so a checkpoint whose tokenizer behaves like a known one converts.
@@ -32,8 +32,16 @@ _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-SPLIT_REGEX_PRE = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
-KNOWN_PRE = ("gpt-2 (ByteLevel)", "smollm (Digits + ByteLevel)", "llama-bpe (Llama 3 split)", "qwen2 (Qwen2 split)")
+# o200k (GPT-4o), also Phi-4-mini's: words split at case changes, contractions glued on, "/" kept
+# with trailing punctuation. llama.cpp's "gpt-4o" pre-tokenizer implements this regex.
+_GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPLIT_REGEX_PRE = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2", _GPT4O_SPLIT: "gpt-4o"}
+KNOWN_PRE = ("gpt-2 (ByteLevel)", "smollm (Digits + ByteLevel)", "llama-bpe (Llama 3 split)", "qwen2 (Qwen2 split)",
+             "gpt-4o (GPT-4o / Phi-4-mini split)")
 SPECIAL_KINDS = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 
 

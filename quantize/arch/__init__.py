@@ -113,8 +113,9 @@ class ArchConverter:
     def adjust_vocabulary(self, vocab) -> None:
         """Per-architecture tokenizer tweaks (e.g. Gemma never prepends a space)."""
 
-    def check_loadable(self, vocab, model_name: str) -> None:
-        """Refuse what would make llama.cpp's loader fail, before writing anything."""
+    def gguf_model_name(self, vocab, requested: str) -> str:
+        """The `general.name` to write: llama.cpp keys a few tokenizer rules on it (see arch/phi3.py)."""
+        return requested
 
 
 def rope_pairs_from_halves(weight, n_head: int):

@@ -8,8 +8,9 @@ F16 table). Token ids of a multilingual string (emoji, code, whitespace runs) mu
 tokenizer's exactly, with and without special tokens.
 
 Tokenizers are real: the byte-level BPE vocabulary of SmolLM2 (rebuilt by transformers from the
-embedded GGUF) under each pre-tokenizer llama.cpp knows, and SentencePiece models trained here
-in Llama-2 and Gemma styles.
+embedded GGUF) under each pre-tokenizer llama.cpp knows, SentencePiece models trained here
+in Llama-2 and Gemma styles, and a byte-level BPE trained here in Phi-4-mini's shape (GPT-4o
+split, tokenizer_class GPT2Tokenizer, no tokenizer.model).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
+hf_tokenizers = pytest.importorskip("tokenizers")
 pytest.importorskip("google.protobuf", reason="transformers needs protobuf to read tokenizer.model")
 
+from hearth.errors import ConversionError  # noqa: E402
 from hearth.quantize.convert import convert_checkpoint  # noqa: E402
 from hearth.runtime.gguf_file import read_gguf  # noqa: E402
 from hearth.runtime.scoring import ScoringModel  # noqa: E402
@@ -39,6 +42,11 @@ RELATIVE_BOUND = 1e-3
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")  # Phi-4-mini's, GPT-4o's
 CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
 
@@ -67,6 +75,7 @@ def with_pre_tokenizer(src: Path, out: Path, pre: str) -> Path:
                                                          {**byte_level, "use_regex": True}]},
         "llama-bpe": {"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level]},
         "qwen2": {"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level]},
+        "gpt-4o": {"type": "Sequence", "pretokenizers": [split(GPT4O_SPLIT), byte_level]},
     }[pre]
     (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
     return out
@@ -104,6 +113,48 @@ def sentencepiece_tokenizer(out: Path, style: str) -> Path:
     return out
 
 
+PHI4_SPECIAL = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+def gpt4o_bpe_tokenizer(out: Path) -> Path:
+    """A small byte-level BPE in Phi-4-mini's shape: tokenizer.json with the GPT-4o split, a
+    GPT2Tokenizer class, <|endoftext|> as bos/eos/unk/pad, no BOS added, no tokenizer.model."""
+    if (out / "tokenizer.json").is_file():
+        return out
+    pre, ByteLevel = hf_tokenizers.pre_tokenizers, hf_tokenizers.pre_tokenizers.ByteLevel
+    tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
+    tok.pre_tokenizer = pre.Sequence([pre.Split(hf_tokenizers.Regex(GPT4O_SPLIT), behavior="isolated"),
+                                      ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = hf_tokenizers.decoders.ByteLevel()
+    trainer = hf_tokenizers.trainers.BpeTrainer(vocab_size=800, initial_alphabet=ByteLevel.alphabet(),
+                                                special_tokens=PHI4_SPECIAL[:1], show_progress=False)
+    tok.train_from_iterator(_training_text(), trainer)
+    tok.add_special_tokens(PHI4_SPECIAL[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    special = {f"{kind}_token": "<|endoftext|>" for kind in ("bos", "eos", "unk", "pad")}
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer", "add_bos_token": False, "add_eos_token": False,
+        "clean_up_tokenization_spaces": False, **special}))
+    return out
+
+
+def hf_tokenizer(folder: Path):
+    """transformers' tokenizer for a folder, with tokenizer.json's pipeline intact.
+
+    transformers 5 builds a GPT2Tokenizer from the vocabulary and merges alone, under GPT-2's
+    own pre-tokenizer, dropping tokenizer.json's split (Phi-4-mini's GPT-4o regex); the model
+    was trained with tokenizer.json's pipeline, which TokenizersBackend loads whole.
+    """
+    if tokenizer_class(folder) == "GPT2Tokenizer":
+        return transformers.TokenizersBackend.from_pretrained(folder)
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def tokenizer_class(folder: Path) -> str | None:
+    return json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class")
+
+
 def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, ff: int = 128, **extra):
     common = dict(hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
@@ -120,20 +171,30 @@ def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, 
                                                sliding_window=8,
                                                layer_types=(["sliding_attention", "full_attention"] * layers)[:layers]),
         "phi3": lambda: T.Phi3Config(**common),
+        "phi4-mini": lambda: T.Phi3Config(**{"partial_rotary_factor": 0.75, "tie_word_embeddings": True, **common}),
     }[arch]()
 
 
 def build_checkpoint(arch: str, tokenizer_dir: Path, out: Path, seed: int = 0, **sizes):
-    """Random weights (norms perturbed too, so the Gemma +1 offset matters), saved as safetensors."""
-    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    """Random weights (norms perturbed too, so the Gemma +1 offset matters), saved as safetensors.
+
+    A Phi-4-mini-style model has more embedding rows than tokens (padded to a multiple of 64),
+    and its tokenizer files are copied as they are (see hf_tokenizer).
+    """
+    tok = hf_tokenizer(tokenizer_dir)
+    vocab_size = -(-len(tok) // 64) * 64 if arch == "phi4-mini" else len(tok)
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(model_config(arch, len(tok), **sizes)).eval()
+    model = transformers.AutoModelForCausalLM.from_config(model_config(arch, vocab_size, **sizes)).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.add_(torch.randn_like(param) * 0.1)
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    if tokenizer_class(tokenizer_dir) == "GPT2Tokenizer":  # saving would rename the class
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tokenizer_dir / name, out / name)
+    else:
+        tok.save_pretrained(out)
     for name in ("tokenizer.model",):
         if (tokenizer_dir / name).is_file():
             shutil.copy(tokenizer_dir / name, out / name)
@@ -152,14 +213,16 @@ def tokenizers(tmp_path_factory, default_model_path):
     smol_config["chat_template"] = CHAT_TEMPLATE
     (smol / "tokenizer_config.json").write_text(json.dumps(smol_config))
     (smol / "chat_template.jinja").unlink(missing_ok=True)
-    dirs = {pre: with_pre_tokenizer(smol, root / pre, pre) for pre in ("gpt-2", "smollm", "llama-bpe", "qwen2")}
+    dirs = {pre: with_pre_tokenizer(smol, root / pre, pre) for pre in BYTE_LEVEL_PRE}
     for style in ("llama", "phi3", "gemma"):
         dirs[f"spm-{style}"] = sentencepiece_tokenizer(root / f"spm-{style}", style)
+    dirs["phi4-bpe"] = gpt4o_bpe_tokenizer(root / "phi4-bpe")
     return dirs
 
 
+BYTE_LEVEL_PRE = ("gpt-2", "smollm", "llama-bpe", "qwen2", "gpt-4o")
 ARCH_TOKENIZER = {"llama": "llama-bpe", "mistral": "spm-llama", "qwen2": "qwen2", "qwen3": "qwen2",
-                  "gemma3": "spm-gemma", "phi3": "spm-phi3"}
+                  "gemma3": "spm-gemma", "phi3": "spm-phi3", "phi4-mini": "phi4-bpe"}
 
 
 @pytest.mark.parametrize("arch", sorted(ARCH_TOKENIZER))
@@ -181,7 +244,7 @@ def test_f32_conversion_matches_transformers(arch, tokenizers, tmp_path):
     assert np.abs(ours - theirs).max() <= RELATIVE_BOUND * np.abs(theirs).max()
 
 
-@pytest.mark.parametrize("pre", ["gpt-2", "smollm", "llama-bpe", "qwen2"])
+@pytest.mark.parametrize("pre", BYTE_LEVEL_PRE)
 def test_byte_level_pre_tokenizers_tokenize_like_transformers(pre, tokenizers, tmp_path):
     folder = tmp_path / "tiny"
     _, tok = build_checkpoint("llama", tokenizers[pre], folder, hidden=32, ff=64, layers=1)
@@ -223,6 +286,11 @@ ROPE_CASES = {
     "longrope": ("phi3", "spm-phi3", {"original_max_position_embeddings": 256, "max_position_embeddings": 1024, "rope_parameters": {
         "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT, "long_factor": [f * 2 for f in SHORT],
         "original_max_position_embeddings": 256}}),
+    # Phi-4-mini's combination: longrope over 0.75 of head_dim (12 rotary dims -> 6 factors each)
+    "longrope-partial": ("phi4-mini", "phi4-bpe", {
+        "original_max_position_embeddings": 256, "max_position_embeddings": 1024, "rope_parameters": {
+            "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": SHORT[:6],
+            "long_factor": [f * 2 for f in SHORT[:6]], "original_max_position_embeddings": 256}}),
 }
 
 
@@ -250,3 +318,57 @@ def test_rope_scaling_matches_transformers(case, tokenizers, tmp_path):
     with ScoringModel(plain.path, n_ctx=128) as llama:
         unscaled = llama.logits(ids)
     assert np.abs(unscaled - theirs).max() > bound
+
+
+# Phi-4-mini: partial rotary, tied embeddings, the GPT-4o split, in a folder whose name would make
+# llama.cpp apply its Phi-3 tokenizer rule (which needs <unk>, <s>, </s>). Each part is shown to
+# matter: with the rotary factor stripped the logits miss the bound, with the tie stripped the
+# conversion is refused, with the split stripped the HF tokenizer itself gives other ids.
+PHI4_STRINGS = ("self.weight(self) and x.shape[-1] // 2", "HelloWorld DON'T it's 3.14159 and 1234567 apples",
+                "a/b//c.py\r\n\n  x", "<|system|>\nBe brief.<|end|>\n<|user|>\nhi <|end|>\n<|assistant|>\n")
+
+
+def test_phi4_mini_partial_rotary_tie_and_split_are_exercised(tokenizers, tmp_path):
+    from hearth.quantize.shards import read_safetensors_header
+
+    folder = tmp_path / "tiny-phi3"
+    model, tok = build_checkpoint("phi4-mini", tokenizers["phi4-bpe"], folder)
+    assert not (folder / "tokenizer.model").exists()
+    assert "lm_head.weight" not in {t.name for t in read_safetensors_header(folder / "model.safetensors")}
+    result = convert_checkpoint(folder, tmp_path / "out.gguf", "f32")
+    info = read_gguf(result.path)
+    assert result.gguf_name == info.metadata["general.name"] == "tiny-phi 3"
+    assert (info.metadata["tokenizer.ggml.model"], info.metadata["tokenizer.ggml.pre"]) == ("gpt2", "gpt-4o")
+    assert info.metadata["phi3.rope.dimension_count"] == 12  # 0.75 of head_dim 16
+    assert "output.weight" not in {t.name for t in info.tensors}
+
+    ids = tok(MULTILINGUAL)["input_ids"][:48]
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids])).logits[0].float().numpy()
+    bound = RELATIVE_BOUND * np.abs(theirs).max()
+    with OfflineModel(result.path, n_ctx=128) as llama:
+        for text in PHI4_STRINGS:
+            ours_ids = llama.tokenize(text, add_special=False, parse_special=True)
+            assert ours_ids == tok(text, add_special_tokens=False)["input_ids"], text
+        ours = llama.logits(ids)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert np.abs(ours - theirs).max() <= bound
+
+    gpt2_split = hf_tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    gpt2_split.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert any(gpt2_split.encode(text, add_special_tokens=False).ids != tok(text, add_special_tokens=False)["input_ids"]
+               for text in PHI4_STRINGS)
+
+    config = json.loads((folder / "config.json").read_text())
+    full_rotary = {k: v for k, v in config.items() if k != "partial_rotary_factor"}
+    full_rotary["rope_parameters"] = {k: v for k, v in config["rope_parameters"].items()
+                                      if k != "partial_rotary_factor"}
+    (folder / "config.json").write_text(json.dumps(full_rotary))
+    plain = convert_checkpoint(folder, tmp_path / "full-rotary.gguf", "f32")
+    with OfflineModel(plain.path, n_ctx=128) as llama:
+        assert np.abs(llama.logits(ids) - theirs).max() > bound
+
+    (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    with pytest.raises(ConversionError, match="not tied"):
+        convert_checkpoint(folder, tmp_path / "untied.gguf", "f32")
+    assert not (tmp_path / "untied.gguf").exists()

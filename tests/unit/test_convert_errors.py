@@ -113,6 +113,22 @@ def test_missing_layer(tmp_path):
         plan_conversion(folder)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_missing_lm_head_needs_tied_embeddings(tied, tmp_path):
+    """Without lm_head llama.cpp reuses the embeddings: right only when config.json ties them."""
+    folder = write_checkpoint(tmp_path / "m")
+    tensors = safetensors_numpy.load_file(str(folder / "model.safetensors"))
+    del tensors["lm_head.weight"]
+    safetensors_numpy.save_file(tensors, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": tied}))
+    if tied:
+        assert "output.weight" not in {t.name for t in plan_conversion(folder).tensors}
+    else:
+        with pytest.raises(ConversionError, match="not tied to the embeddings.*no lm_head"):
+            plan_conversion(folder)
+
+
 def test_unknown_outtype(tmp_path):
     with pytest.raises(UsageError, match="unknown output type"):
         plan_conversion(write_checkpoint(tmp_path / "m"), "q4_0")

@@ -73,15 +73,64 @@ def test_rope_parameters_v4_and_v5(raw, layer_type, theta):
     assert ModelConfig(raw).rope(layer_type)["rope_theta"] == theta
 
 
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 @pytest.mark.parametrize("pre_tokenizer,name", [
     ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),
     ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
                                             {"type": "ByteLevel", "add_prefix_space": False}]}, "smollm"),
+    ({"type": "Sequence", "pretokenizers": [  # as Phi-4-mini-instruct's tokenizer.json has it
+        {"type": "Split", "pattern": {"Regex": GPT4O_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}, "gpt-4o"),
 ])
 def test_pre_tokenizer_names(pre_tokenizer, name):
     from hearth.quantize.tokenizer import pre_tokenizer_name
 
     assert pre_tokenizer_name(pre_tokenizer) == name
+
+
+def phi3_converter(**config):
+    from hearth.quantize.arch.phi3 import Phi3Converter
+
+    base = {"hidden_size": 3072, "num_attention_heads": 24, "num_hidden_layers": 2}  # Phi-4-mini's heads
+    return Phi3Converter(ModelConfig({**base, **config}))
+
+
+@pytest.mark.parametrize("config,dims", [
+    ({}, 128),
+    ({"partial_rotary_factor": 0.75}, 96),  # transformers 4 config.json
+    ({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.75}}, 96),  # transformers 5
+    ({"hidden_size": 64, "num_attention_heads": 4, "partial_rotary_factor": 0.5}, 8),
+])
+def test_phi3_rotary_dims(config, dims):
+    assert phi3_converter(**config).rope_dimensions() == dims
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.7, 1.5])  # 0, 11 (odd) and 24 (> head_dim 16) rotary dims
+def test_phi3_rotary_dims_llama_cpp_cannot_run_are_refused(factor):
+    with pytest.raises(ConversionError, match="rotary dims"):
+        phi3_converter(hidden_size=64, num_attention_heads=4, partial_rotary_factor=factor).rope_dimensions()
+
+
+SPM_PHI3_TOKENS = ["<unk>", "<s>", "</s>", "<|endoftext|>", "<|user|>"]
+BPE_PHI4_TOKENS = ["<|endoftext|>", "<|user|>"]  # no <unk>, <s>, </s>
+
+
+@pytest.mark.parametrize("requested,tokens,written", [
+    ("tiny-phi3", BPE_PHI4_TOKENS, "tiny-phi 3"),
+    ("Phi-3.5-mini-ft", BPE_PHI4_TOKENS, "Phi 3.5-mini-ft"),
+    ("PHI3-a-phi-3-b", BPE_PHI4_TOKENS, "PHI 3-a-phi 3-b"),
+    ("Phi-4-mini-instruct", BPE_PHI4_TOKENS, "Phi-4-mini-instruct"),
+    ("Phi-3-mini-4k", SPM_PHI3_TOKENS, "Phi-3-mini-4k"),  # llama.cpp's rule is Phi-3's own: kept
+])
+def test_phi3_gguf_name_avoids_llama_cpp_rule_the_vocabulary_cannot_take(requested, tokens, written):
+    vocab = Vocabulary("gpt2", tokens, [CONTROL] * len(tokens))
+    assert phi3_converter().gguf_model_name(vocab, requested) == written
 
 
 def test_byte_level_with_prefix_space_is_refused():
