@@ -346,7 +346,7 @@ def test_phi4_mini_partial_rotary_tie_and_split_are_exercised(tokenizers, tmp_pa
     with torch.no_grad():
         theirs = model(torch.tensor([ids])).logits[0].float().numpy()
     bound = RELATIVE_BOUND * np.abs(theirs).max()
-    with OfflineModel(result.path, n_ctx=128) as llama:
+    with ScoringModel(result.path, n_ctx=128) as llama:
         for text in PHI4_STRINGS:
             ours_ids = llama.tokenize(text, add_special=False, parse_special=True)
             assert ours_ids == tok(text, add_special_tokens=False)["input_ids"], text
@@ -365,7 +365,7 @@ def test_phi4_mini_partial_rotary_tie_and_split_are_exercised(tokenizers, tmp_pa
                                       if k != "partial_rotary_factor"}
     (folder / "config.json").write_text(json.dumps(full_rotary))
     plain = convert_checkpoint(folder, tmp_path / "full-rotary.gguf", "f32")
-    with OfflineModel(plain.path, n_ctx=128) as llama:
+    with ScoringModel(plain.path, n_ctx=128) as llama:
         assert np.abs(llama.logits(ids) - theirs).max() > bound
 
     (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
