@@ -13,7 +13,7 @@ from typing import Callable
 
 import typer
 
-from ..errors import HearthError
+from ..errors import FREE_SPACE_HINT, DiskSpaceError, HearthError, no_room_reason
 
 app = typer.Typer(
     name="hearth",
@@ -35,7 +35,8 @@ app = typer.Typer(
 def reports_errors(func: Callable) -> Callable:
     """Turn a HearthError into a one-line message on stderr and its exit code.
 
-    Ctrl-C exits 130. HEARTH_DEBUG=1 lets the traceback through.
+    Ctrl-C exits 130; a full disk is one line too, wherever it struck. HEARTH_DEBUG=1 lets the
+    traceback through.
     """
 
     @functools.wraps(func)
@@ -60,6 +61,13 @@ def reports_errors(func: Callable) -> Callable:
             except OSError:
                 pass
             raise typer.Exit(0) from None
+        except OSError as exc:
+            # The library names the file it was writing; this catches a full disk anywhere else.
+            reason = no_room_reason(exc)
+            if reason is None or os.environ.get("HEARTH_DEBUG"):
+                raise
+            _output.error(f"{reason}: could not write {exc.filename}" if exc.filename else reason, FREE_SPACE_HINT)
+            raise typer.Exit(DiskSpaceError.exit_code) from None
 
     return wrapper
 
