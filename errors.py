@@ -5,6 +5,11 @@ Library code raises these; only `hearth.cli` prints them (see `cli/app.py:main`)
 
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 
 class HearthError(Exception):
     """Base class: `message` names the problem, `hint` says what to do next."""
@@ -58,6 +63,32 @@ class IntegrityError(HearthError):
 
 class DiskSpaceError(HearthError):
     """Not enough free disk space for a write."""
+
+
+# The OSErrors that mean "no room to write" (as opposed to "cannot write here at all").
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file would exceed the file-size limit"}
+FREE_SPACE_HINT = "free some space, or write to another disk"
+
+
+def no_room_reason(exc: BaseException) -> str | None:
+    """What ran out when a write failed for lack of room (disk, quota, file-size limit); None otherwise."""
+    return _NO_ROOM.get(exc.errno) if isinstance(exc, OSError) else None
+
+
+@contextmanager
+def full_disk_reported(target: str | Path, hint: str = FREE_SPACE_HINT) -> Iterator[None]:
+    """An OSError for lack of room inside the block becomes a one-line DiskSpaceError naming `target`.
+
+    The block is responsible for leaving nothing half-written under `target`'s name.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = no_room_reason(exc)
+        if reason is None:
+            raise
+        raise DiskSpaceError(f"{reason}: could not write {target}", hint=hint) from None
 
 
 class ConversionError(HearthError):

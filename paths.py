@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from .errors import full_disk_reported
+
 
 def hearth_home() -> Path:
     env = os.environ.get("HEARTH_HOME")
@@ -43,20 +45,22 @@ def cache_dir(*parts: str) -> Path:
 def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Write to a temp file beside `path` and rename it into place only on success.
 
-    A crash, Ctrl-C or full disk leaves the old file (or none), never a half-written one.
+    A crash, Ctrl-C or full disk leaves the old file (or none), never a half-written one; a full
+    disk (or quota) is reported as a DiskSpaceError naming the file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+    with full_disk_reported(target, hint="free some space and run the command again; the file was left as it was"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, mode, **kwargs) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise

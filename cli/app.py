@@ -17,7 +17,7 @@ from typing import Callable
 import typer
 from typer.core import TyperGroup
 
-from ..errors import HearthError
+from ..errors import FREE_SPACE_HINT, DiskSpaceError, HearthError, no_room_reason
 
 # name -> (module in cli/, one-line summary shown by `hearth --help`), in --help order. Each
 # summary is the first line of its command's docstring (tests/cli/test_help.py checks).
@@ -84,7 +84,8 @@ def _hearth() -> None:
 def reports_errors(func: Callable) -> Callable:
     """Turn a HearthError into a one-line message on stderr and its exit code.
 
-    Ctrl-C exits 130. HEARTH_DEBUG=1 lets the traceback through.
+    Ctrl-C exits 130; a full disk is one line too, wherever it struck. HEARTH_DEBUG=1 lets the
+    traceback through.
     """
 
     @functools.wraps(func)
@@ -109,6 +110,13 @@ def reports_errors(func: Callable) -> Callable:
             except OSError:
                 pass
             raise typer.Exit(0) from None
+        except OSError as exc:
+            # The library names the file it was writing; this catches a full disk anywhere else.
+            reason = no_room_reason(exc)
+            if reason is None or os.environ.get("HEARTH_DEBUG"):
+                raise
+            _output.error(f"{reason}: could not write {exc.filename}" if exc.filename else reason, FREE_SPACE_HINT)
+            raise typer.Exit(DiskSpaceError.exit_code) from None
 
     return wrapper
 

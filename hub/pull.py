@@ -18,11 +18,12 @@ import queue
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
-from ..errors import DiskSpaceError, DoesNotFitError, HubError, IntegrityError, UsageError
+from ..errors import DiskSpaceError, DoesNotFitError, HubError, IntegrityError, UsageError, no_room_reason
 from . import store
 from .store import ModelFiles, format_bytes
 
@@ -330,6 +331,31 @@ def write_ref(storage: Path, revision: str, commit: str) -> None:
 def fetch_file(cache: Path, repo_id: str, commit: str, remote: RemoteFile, headers: dict[str, str],
                observer: PullObserver) -> PulledFile:
     """Put one file into the cache (or find it there) under the blob's lock; link it into the snapshot."""
+    with _full_disk_reported(cache / store.repo_folder(repo_id), remote):
+        return _fetch_file(cache, repo_id, commit, remote, headers, observer)
+
+
+@contextmanager
+def _full_disk_reported(storage: Path, remote: RemoteFile) -> Iterator[None]:
+    """A full disk (or quota) mid-pull -> one DiskSpaceError. The bytes received stay in
+    `blobs/<etag>.incomplete`, which only a finished, verified download renames: the rerun resumes."""
+    try:
+        yield
+    except OSError as exc:
+        reason = no_room_reason(exc)
+        if reason is None:
+            raise
+        partial = storage / "blobs" / f"{remote.etag}.incomplete"
+        kept = partial.stat().st_size if partial.is_file() else 0
+        received = f" ({kept:,} of {remote.size:,} bytes received, kept to resume)" if kept else ""
+        raise DiskSpaceError(
+            f"{reason}: could not write {remote.name} into {storage}{received}",
+            hint="free some space (`hearth du`, `hearth rm`) or point HF_HUB_CACHE at a bigger disk, "
+                 "then run the same command again: it resumes where it stopped") from None
+
+
+def _fetch_file(cache: Path, repo_id: str, commit: str, remote: RemoteFile, headers: dict[str, str],
+                observer: PullObserver) -> PulledFile:
     from filelock import FileLock, Timeout
 
     etag = remote.etag
@@ -495,7 +521,9 @@ class _HashingSink:
         return self._hasher.hexdigest()
 
     def close(self) -> None:
-        if not self.handle.closed:
-            self.handle.close()
-        self._queue.put(None)
-        self._thread.join()
+        try:
+            if not self.handle.closed:
+                self.handle.close()  # flushes: a full disk can fail here too
+        finally:
+            self._queue.put(None)
+            self._thread.join()

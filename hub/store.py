@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from ..errors import ModelNotFoundError, UsageError
+from ..errors import DiskSpaceError, ModelNotFoundError, UsageError
 from ..paths import atomic_write, data_dir
 from ..units import format_bytes
 
@@ -276,8 +276,11 @@ def last_used() -> dict[str, float]:
 def record_use(reference: str, when: float | None = None) -> None:
     usage = last_used()
     usage[reference] = time.time() if when is None else when
-    with atomic_write(_usage_file()) as handle:
-        json.dump(usage, handle, indent=1, sort_keys=True)
+    try:
+        with atomic_write(_usage_file()) as handle:
+            json.dump(usage, handle, indent=1, sort_keys=True)
+    except DiskSpaceError:
+        pass  # `hearth list` shows when a model was last used: a full disk must not stop it from running
 
 
 # -- rm ----------------------------------------------------------------------------------------

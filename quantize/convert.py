@@ -14,7 +14,6 @@ Only safetensors are read: pickle checkpoints (`.bin`, `.pt`) can run code when 
 
 from __future__ import annotations
 
-import errno
 import importlib
 import json
 import math
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConversionError, DiskSpaceError, UsageError
+from ..errors import ConversionError, DiskSpaceError, UsageError, full_disk_reported, no_room_reason
 from ..runtime.gguf_file import FILE_TYPES
 from .shards import ShardReader, SourceTensor, as_float32, find_weight_files, read_safetensors_header
 
@@ -42,6 +41,7 @@ _REGISTRY: dict[str, type] = {}
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 _METADATA_RESERVE = 16 << 20  # vocabulary, merges and header: generous upper bound
+_FREE_SPACE_HINT = "free some space or write elsewhere with -o"
 
 
 def register_arch(*hf_names: str) -> Callable[[type], type]:
@@ -295,10 +295,11 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
         raise ConversionError(f"{folder} is not a folder", hint="give a model folder or a hub repo id")
     plan = plan_conversion(folder, outtype)
     gguf_name = plan.converter.gguf_model_name(plan.vocab, name or folder.name)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _check_free_space(out_path.parent, plan.n_bytes + _METADATA_RESERVE)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
+    with full_disk_reported(out_path, hint=_FREE_SPACE_HINT):
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        _check_free_space(out_path.parent, plan.n_bytes + _METADATA_RESERVE)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         _write_gguf(plan, tmp, outtype, gguf_name, on_progress)
@@ -306,9 +307,10 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         # numpy reports a short write ("N requested and M written") without an errno
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or "requested and" in str(exc):
-            raise DiskSpaceError(f"the disk filled up while writing {out_path.name}; nothing was left behind",
-                                 hint="free some space or write elsewhere with -o") from None
+        reason = no_room_reason(exc) or ("the disk is full" if "requested and" in str(exc) else None)
+        if reason:
+            raise DiskSpaceError(f"{reason}: could not write {out_path}; nothing was left behind",
+                                 hint=_FREE_SPACE_HINT) from None
         raise ConversionError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -321,7 +323,7 @@ def _check_free_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise DiskSpaceError(f"not enough disk space in {folder}: need {needed / 2**30:.2f} GiB, "
-                             f"{free / 2**30:.2f} GiB free", hint="free some space or write elsewhere with -o")
+                             f"{free / 2**30:.2f} GiB free", hint=_FREE_SPACE_HINT)
 
 
 

@@ -3,7 +3,8 @@
 Refused up front: an unknown type (the valid ones are listed), an output that exists (unless
 forced), an input already quantized at or below the target's precision (quantizing "up" only
 wastes space: the lost precision does not come back), too little disk space. The output is
-written beside its final path and renamed only when llama.cpp reports success.
+written beside its final path and renamed only when llama.cpp reports success; when it fails
+because the disk filled up, the error says so (llama.cpp itself only reports a failure).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ConversionError, DiskSpaceError, UsageError
+from ..errors import ConversionError, DiskSpaceError, HearthError, UsageError, full_disk_reported, no_room_reason
 from ..runtime.gguf_file import FILE_TYPE_NAMES
 
 # The types hearth offers, most to least precise, with their approximate bits per weight.
@@ -27,6 +28,7 @@ QUANT_BITS: dict[str, float] = {
     "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "Q2_K": 3.0,
 }
 _FLOAT_TYPES = ("F32", "F16", "BF16")
+_FREE_SPACE_HINT = "free some space or write elsewhere with -o"
 
 
 @dataclass(frozen=True)
@@ -100,20 +102,45 @@ def quantize_file(src: str | Path, quant: str, out: str | Path | None = None, th
     free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
     if free < needed:
         raise DiskSpaceError(f"not enough disk space for {out.name}: need ~{needed / 2**30:.2f} GiB, "
-                             f"{free / 2**30:.2f} GiB free")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+                             f"{free / 2**30:.2f} GiB free", hint=_FREE_SPACE_HINT)
+    with full_disk_reported(out, hint=_FREE_SPACE_HINT):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
     started = time.perf_counter()
     try:
         quantize_gguf(src, tmp_name, quant, threads or max(1, os.cpu_count() or 1), imatrix,
                       allow_requantize=requantize, on_progress=on_progress)
         read_gguf(tmp_name)  # llama.cpp wrote it; check it is whole before it takes the name
         os.replace(tmp_name, out)
+    except HearthError:
+        # llama.cpp reports a failed write only as a failed quantization: ask the file system why.
+        reason = why_it_cannot_grow(Path(tmp_name))
+        if reason is None:
+            raise
+        raise DiskSpaceError(f"{reason}: llama.cpp could not write {out}; nothing was left behind",
+                             hint=_FREE_SPACE_HINT) from None
     finally:
         Path(tmp_name).unlink(missing_ok=True)
     return QuantizeResult(out, quant, input_type, info.file_size, out.stat().st_size,
                           time.perf_counter() - started, requantize)
+
+
+def why_it_cannot_grow(path: Path, n_bytes: int = 1 << 20) -> str | None:
+    """After a writer outside Python (llama.cpp) failed on `path`: the reason another `n_bytes`
+    cannot be appended to it (disk full, quota, file-size limit), or None when they can.
+
+    A write that ran out of room filled the disk to its last block, so a megabyte more fails
+    the same way; the caller deletes the file either way.
+    """
+    try:
+        with open(path, "ab") as handle:
+            handle.write(bytes(n_bytes))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return no_room_reason(exc)
+    return None
 
 
 def load_imatrix(path: Path) -> dict[str, "object"]:

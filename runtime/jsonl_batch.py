@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from ..errors import InputFormatError, UsageError
+from ..errors import InputFormatError, UsageError, full_disk_reported
 from .sampling import SamplingParams
 
 LINE_OPTIONS = {"system", "max_tokens", "temperature", "top_p", "seed", "stop", "samples"}
@@ -134,6 +134,10 @@ def _id_key(item_id: Any) -> str:
     return json.dumps(item_id)
 
 
+# A line cut short by a full disk is repaired by the rerun, which skips the lines already written.
+_FULL_DISK_HINT = "free some space, then run the same command again: it goes on where it stopped"
+
+
 class ResultWriter:
     """Appends result lines, one flushed write each, after repairing a torn last line.
 
@@ -160,14 +164,16 @@ class ResultWriter:
                 self._stream.write(line)
                 self._stream.flush()
             return
-        self._handle.write(line)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with full_disk_reported(self.path, hint=_FULL_DISK_HINT):
+            self._handle.write(line)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with full_disk_reported(self.path, hint=_FULL_DISK_HINT):
+                handle.close()  # after a failed write it flushes the rest of that line: it can fail again
 
     def __enter__(self) -> "ResultWriter":
         return self

@@ -164,5 +164,6 @@ def test_disk_full_mid_write_leaves_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script, "convert", str(folder), "-o", str(out), "--outtype", "f32",
                            "--no-register"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == DiskSpaceError.exit_code
-    assert "disk filled up" in proc.stderr
+    assert f"error: the file would exceed the file-size limit: could not write {out}; nothing was left behind" \
+        in proc.stderr
     assert list(out.parent.iterdir()) == []
