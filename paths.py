@@ -64,3 +64,27 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
             except FileNotFoundError:
                 pass
             raise
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the disk that holds `path` (or would: its nearest existing folder)."""
+    import shutil
+
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return 0
+
+
+def check_free_space(needed: int, free: int, where: str | Path, what: str = "the write",
+                     hint: str | None = None) -> None:
+    """Refuse, with the numbers, a write of `needed` bytes where only `free` are free."""
+    from .errors import FREE_SPACE_HINT, DiskSpaceError
+    from .units import format_bytes
+
+    if needed > free:
+        raise DiskSpaceError(
+            f"not enough disk space for {what}: it needs {format_bytes(needed)} ({needed:,} bytes) "
+            f"but {where} has {format_bytes(free)} ({free:,} bytes) free",
+            hint=hint or FREE_SPACE_HINT,
+        )

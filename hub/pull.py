@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
+
 import threading
 import time
 from contextlib import contextmanager
@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
 
 from ..errors import DiskSpaceError, DoesNotFitError, HubError, IntegrityError, UsageError, no_room_reason
+from ..paths import check_free_space as check_free_space_at
+from ..paths import free_bytes
 from . import store
-from .store import ModelFiles, format_bytes
+from ..units import format_bytes
+from .store import ModelFiles
 
 PREFERRED_QUANTS = ("Q4_K_M", "Q8_0")
 # Room for the KV cache and compute buffers on top of the weights, until the fit planner
@@ -80,13 +83,9 @@ def choose_quant(candidates: Sequence[ModelFiles], memory_budget_bytes: int, mus
     )
 
 
-def check_free_space(needed_bytes: int, free_bytes: int, where: Path) -> None:
-    if needed_bytes > free_bytes:
-        raise DiskSpaceError(
-            f"not enough disk space: the download needs {format_bytes(needed_bytes)} "
-            f"({needed_bytes:,} bytes) but {where} has {format_bytes(free_bytes)} ({free_bytes:,} bytes) free",
-            hint="free some space (`hearth du`, `hearth rm`), or point HF_HUB_CACHE at a bigger disk",
-        )
+def check_free_space(needed_bytes: int, free: int, where: Path) -> None:
+    check_free_space_at(needed_bytes, free, where, "the download",
+                        hint="free some space (`hearth du`, `hearth rm`), or point HF_HUB_CACHE at a bigger disk")
 
 
 def available_ram_bytes() -> int:
@@ -96,12 +95,6 @@ def available_ram_bytes() -> int:
 
     return int(psutil.virtual_memory().available)
 
-
-def free_bytes(path: Path) -> int:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return shutil.disk_usage(candidate).free
-    return 0
 
 
 # -- environment (read at call time) -----------------------------------------------------------

@@ -24,7 +24,6 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import DiskSpaceError, ModelNotFoundError, UsageError
 from ..paths import atomic_write, data_dir
-from ..units import format_bytes
 
 # A quant name between separators: Q4_K_M, q8_0, IQ4_XS, UD-Q4_K_XL, F16, BF16, TQ1_0, MXFP4...
 _QUANT = re.compile(

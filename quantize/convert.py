@@ -18,13 +18,14 @@ import importlib
 import json
 import math
 import os
-import shutil
+
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConversionError, DiskSpaceError, UsageError, full_disk_reported, no_room_reason
+from ..paths import check_free_space, free_bytes
 from ..runtime.gguf_file import FILE_TYPES
 from .shards import ShardReader, SourceTensor, as_float32, find_weight_files, read_safetensors_header
 
@@ -320,10 +321,7 @@ def convert_checkpoint(folder: str | Path, out_path: str | Path, outtype: str = 
 
 
 def _check_free_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise DiskSpaceError(f"not enough disk space in {folder}: need {needed / 2**30:.2f} GiB, "
-                             f"{free / 2**30:.2f} GiB free", hint=_FREE_SPACE_HINT)
+    check_free_space(needed, free_bytes(folder), folder, "the converted GGUF", hint=_FREE_SPACE_HINT)
 
 
 

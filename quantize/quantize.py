@@ -10,7 +10,7 @@ because the disk filled up, the error says so (llama.cpp itself only reports a f
 from __future__ import annotations
 
 import os
-import shutil
+
 import struct
 import tempfile
 import time
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConversionError, DiskSpaceError, HearthError, UsageError, full_disk_reported, no_room_reason
+from ..paths import check_free_space, free_bytes
 from ..runtime.gguf_file import FILE_TYPE_NAMES
 
 # The types hearth offers, most to least precise, with their approximate bits per weight.
@@ -99,10 +100,7 @@ def quantize_file(src: str | Path, quant: str, out: str | Path | None = None, th
         raise UsageError(f"{out} already exists", hint="pass --force to replace it")
     imatrix = load_imatrix(Path(imatrix_path)) if imatrix_path else None
     needed = int(info.n_params * QUANT_BITS[quant] / 8) + (16 << 20)
-    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
-    if free < needed:
-        raise DiskSpaceError(f"not enough disk space for {out.name}: need ~{needed / 2**30:.2f} GiB, "
-                             f"{free / 2**30:.2f} GiB free", hint=_FREE_SPACE_HINT)
+    check_free_space(needed, free_bytes(out.parent), out.parent, out.name, hint=_FREE_SPACE_HINT)
     with full_disk_reported(out, hint=_FREE_SPACE_HINT):
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

@@ -12,7 +12,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFoundError
 from ..paths import atomic_write, data_dir
 
 

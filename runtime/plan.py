@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ContextOverflowError, DoesNotFitError
-from ..units import GIB, format_gib, round_up
+from ..units import format_gib, round_up
 from .gguf_file import GGUFInfo, LazyArray
 from .hardware import GpuInfo, HardwareInfo, cpu_weight_repacking
 

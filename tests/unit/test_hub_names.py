@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hearth.hub.store import (ModelFiles, expected_digest, format_bytes, group_gguf_files, is_safe_repo_path,
+from hearth.units import format_bytes
+from hearth.hub.store import (ModelFiles, expected_digest, group_gguf_files, is_safe_repo_path,
                               match_label, parse_reference, quant_of, split_parts)
 
 
