@@ -87,9 +87,9 @@ def _width_rate(by_width: dict, width: int) -> float:
 
 
 def llama_sequential(path: str, token_lists: list[list[int]], n_new: int, threads: int) -> float:
-    import llama_cpp
+    from llama_reference import reference_llama  # scripts/ is on sys.path when a script runs
 
-    llm = llama_cpp.Llama(path, n_ctx=n_new + 256, n_threads=threads, n_threads_batch=threads, verbose=False, seed=1)
+    llm = reference_llama(path, n_ctx=n_new + 256, n_threads=threads, n_threads_batch=threads, verbose=False, seed=1)
     total = 0
     started = time.perf_counter()
     try:

@@ -54,9 +54,9 @@ def bench_hearth(path: str, n_tokens: int, threads: int, n_ctx: int) -> dict:
 
 
 def bench_llama(path: str, n_tokens: int, threads: int, n_ctx: int) -> dict:
-    import llama_cpp
+    from llama_reference import reference_llama  # scripts/ is on sys.path when a script runs
 
-    llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = reference_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
     try:
         tokens = llm.tokenize(PROMPT.encode())
         started = time.perf_counter()
