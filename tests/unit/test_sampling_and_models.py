@@ -45,3 +45,43 @@ def test_unknown_name_says_how_to_get_it():
     with pytest.raises(ModelNotFoundError) as err:
         resolve_model("nobody/no-such-model-GGUF:Q4_K_M")
     assert "hearth pull" in err.value.hint
+
+
+# -- GenerationOptions: the one set of generation defaults ------------------------------------------
+def test_generation_options_defaults_by_mode():
+    from hearth.runtime.options import DEFAULT_MAX_TOKENS, GenerationOptions
+
+    options = GenerationOptions()
+    assert [options.max_tokens_for(m) for m in ("generate", "chat", "batch")] == [512, 1024, 256]
+    assert DEFAULT_MAX_TOKENS["chat"] == 1024
+    assert options.sampling("generate").temperature == 0.8
+    assert options.sampling("reason", samples=8).temperature == 0.7
+    assert options.sampling("reason", samples=1).temperature == 0.0  # one sample: its best answer
+    assert GenerationOptions(temperature=0.3).sampling("reason", samples=8).temperature == 0.3
+    # the sampler defaults are SamplingParams', read from there
+    assert options.sampling() == SamplingParams(temperature=0.8)
+
+
+def test_generation_options_merge_validate_and_refuse_unknown_names():
+    from hearth.runtime.options import GenerationOptions
+
+    options = GenerationOptions(stop="END", seed=4)
+    assert options.stop == ("END",)
+    assert options.merged(seed=None, top_k=5) == GenerationOptions(stop=("END",), seed=4, top_k=5)
+    with pytest.raises(TypeError, match="unknown generation option"):
+        options.merged(temprature=1)
+    with pytest.raises(UsageError, match="max_tokens"):
+        GenerationOptions(max_tokens=0)
+    with pytest.raises(UsageError, match="not both"):
+        GenerationOptions(grammar="root ::= \"a\"", json_schema={"type": "string"})
+    with pytest.raises(UsageError, match="top-p"):
+        GenerationOptions(top_p=0.0).sampling()
+
+
+def test_a_json_schema_becomes_its_grammar():
+    from hearth.runtime.options import GenerationOptions
+
+    grammar = GenerationOptions(json_schema={"type": "object", "properties": {"a": {"type": "integer"}}}).grammar_text()
+    assert grammar and "root" in grammar
+    with pytest.raises(UsageError, match="invalid JSON schema"):
+        GenerationOptions(json_schema="{not json").grammar_text()
