@@ -35,7 +35,10 @@ class ClusterError(HearthError):
     """The Ray cluster could not be reached, or could not run the replicas."""
 
 
-def require_ray() -> None:
+def require_ray(address: str) -> None:
+    """Fail early, in one line, on an address Ray would not take or a missing Ray."""
+    if address not in ("local", "auto") and not address.startswith("ray://"):
+        raise UsageError(f"--ray takes {ADDRESS_HELP}; got {address!r}")
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs Ray, which is not installed", hint=INSTALL_HINT)
 
@@ -44,9 +47,7 @@ def require_ray() -> None:
 def ray_cluster(address: str) -> Iterator[Any]:
     """Connect to (or, for `local`, start) a Ray cluster for the duration of the block; yields
     the `ray` module. `local` binds every Ray process to 127.0.0.1 and nothing else."""
-    if address != "local" and address != "auto" and not address.startswith("ray://"):
-        raise UsageError(f"--ray takes {ADDRESS_HELP}; got {address!r}")
-    require_ray()
+    require_ray(address)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if address == "local":
         # Ray maps a node address of 127.0.0.1 to the machine's own network address unless this

@@ -70,7 +70,7 @@ def batch(
     if ray is not None:
         from ..cluster import require_ray
 
-        require_ray()
+        require_ray(ray)
     part = parse_shard(shard) if shard else None
     options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                      repeat_penalty=repeat_penalty, seed=seed, stop=stop, schema=schema, grammar=grammar)
