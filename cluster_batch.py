@@ -193,8 +193,11 @@ class _Dispatch:
         if not self.live and (self.feed.retry or not self.feed.exhausted):
             raise ClusterError("every replica died; the lines not written yet are left for a rerun",
                                hint="rerun the same command: it resumes where this one stopped")
-        for replica in self.live:
-            while sum(c.replica is replica for c in self.running.values()) < CHUNKS_PER_REPLICA:
+        # Breadth first: every replica gets a chunk before any gets a second one.
+        for depth in range(1, CHUNKS_PER_REPLICA + 1):
+            for replica in self.live:
+                if sum(c.replica is replica for c in self.running.values()) >= depth:
+                    continue
                 lines = self.feed.next_chunk()
                 if not lines:
                     return
