@@ -66,6 +66,9 @@ def ray_cluster(address: str) -> Iterator[Any]:
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
         else:
             ray.init(address=address, **quiet)
+    except ImportError as exc:  # ray:// needs Ray Client's extra packages (grpcio)
+        raise ClusterError(f"--ray {address} needs Ray Client, which is not installed ({exc.name or exc})",
+                           hint="pip install 'ray[client]' (or run on the head node with --ray auto)") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}",
                            hint="`ray status` on the head node shows whether it runs; --ray local tries it here") from None
