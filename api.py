@@ -179,15 +179,25 @@ class Model:
     def run_batch(self, lines: Iterable, emit: Callable[[dict], None], options: GenerationOptions | None = None, *,
                   system: str | None = None, parallel: int | None = None, ctx: int | None = None,
                   skip_ids: set | None = None, from_json: bool = True, on_error: Callable | None = None,
-                  on_layout: Callable[[str], None] | None = None, on_line: Callable | None = None, **overrides):
+                  on_layout: Callable[[str], None] | None = None, on_line: Callable | None = None, shard=None,
+                  **overrides):
         """The batch job under `hearth batch` and `Model.batch`: JSONL lines (or dict rows) in,
-        one record per line to `emit` the moment it is done. Returns a BatchSummary."""
+        one record per line to `emit` the moment it is done. Returns a BatchSummary. With a
+        `shard` (`runtime.batch_shards.parse_shard("I/N")`), only the lines of that shard."""
         from .runtime.jsonl_batch import run_batch_job
 
         opts = (options or self.options).merged(**overrides)
         return run_batch_job(self._loaded, lines, emit, opts, system=system, parallel=parallel, ctx=ctx,
                              skip_ids=skip_ids or set(), from_json=from_json, on_error=on_error, on_layout=on_layout,
-                             on_line=on_line)
+                             on_line=on_line, shard=shard)
+
+    def batch_layout(self, options: GenerationOptions | None = None, *, parallel: int | None = None,
+                     ctx: int | None = None, **overrides):
+        """How `run_batch` would lay out this model's context: `.parallel` sequences in flight,
+        `.per_seq` KV cells each, and the `.reason`."""
+        from .runtime.jsonl_batch import batch_layout
+
+        return batch_layout(self._loaded, (options or self.options).merged(**overrides), parallel, ctx)
 
     # -- conversation --------------------------------------------------------------------------
     def chat(self, system: str | None = None, options: GenerationOptions | None = None, **overrides):

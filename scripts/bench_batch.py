@@ -15,6 +15,12 @@ machine ruin each other's numbers.
 
 usage: python scripts/bench_batch.py [default gemma PATH ...] [--prompts 64] [--tokens 64] [--parallel 16] [--threads 2]
        [--rounds 3] [--flash-attn auto|on|off] [--kv streams|unified] [--quick (skip the one-at-a-time runs)] [--json]
+
+With `--ray ADDRESS --replicas R --threads T` it measures something else: Ray's overhead. The
+same input goes through `hearth batch --ray ADDRESS --replicas R --threads T` and through a
+local `hearth batch --threads R*T` (the same cores), alternating --rounds times, best of each;
+it prints both commands' wall time (cluster start and model loads included) and their own
+tok/s (from the first line handed out to the last written), and the ratios ray ÷ local.
 """
 
 from __future__ import annotations
@@ -126,7 +132,12 @@ def main() -> None:
                     help="one KV stream per sequence (what `hearth batch` uses) or one shared KV buffer")
     ap.add_argument("--quick", action="store_true", help="skip the one-at-a-time runs (hearth and Llama)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--ray", metavar="ADDRESS", help="compare `hearth batch --ray ADDRESS` with a local batch")
+    ap.add_argument("--replicas", type=int, default=2, help="with --ray: replicas of --threads threads each")
     args = ap.parse_args()
+    if args.ray:
+        compare_with_ray(args)
+        return
     from hearth.runtime.engine import set_llama_logging
 
     set_llama_logging(False)
@@ -182,6 +193,45 @@ def main() -> None:
                     "batch_vs_llama_sequential", "batch_decode_vs_ceiling", "pure_decode_vs_ceiling",
                     "batch_end_to_end_vs_ceiling"):
             print(f"  {key:32} {r[key]}")
+
+
+def compare_with_ray(args) -> None:
+    """`hearth batch --ray` against a local `hearth batch` on the same cores, same input."""
+    import re
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    src = folder / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n" for i, p in enumerate(prompts(args.prompts))))
+    common = ["-m", args.models[0] if args.models else "default", "-n", str(args.tokens), "-p", str(args.parallel),
+              "--temp", "0.8", "--seed", "1"]
+    runs = {"local": ["--threads", str(args.threads * args.replicas)],
+            "ray": ["--ray", args.ray, "--replicas", str(args.replicas), "--threads", str(args.threads)]}
+    best: dict[str, dict] = {}
+    for round_no in range(args.rounds):
+        for name, extra in runs.items():
+            out = folder / f"{name}-{round_no}.jsonl"
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "hearth.cli", "batch", str(src), "-o", str(out), *common, *extra],
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed: {done.stderr[-2000:]}")
+            summary = re.search(r"(\d+) lines .* (\d+) tokens .* ([\d.]+)s · ([\d.]+) tok/s", done.stderr)
+            got = {"wall_s": wall, "job_s": float(summary[3]), "tokens": int(summary[2]), "job_tok_s": float(summary[4]),
+                   "end_to_end_tok_s": int(summary[2]) / wall}
+            print(f"round {round_no + 1} {name}: {got['wall_s']:.1f}s wall, {got['job_tok_s']} tok/s in the job, "
+                  f"{got['end_to_end_tok_s']:.1f} tok/s end to end", file=sys.stderr)
+            previous = best.get(name)
+            best[name] = got if previous is None else {k: max(previous[k], got[k]) if "tok_s" in k else min(previous[k], got[k])
+                                                       for k in got}
+    report = {"prompts": args.prompts, "tokens": args.tokens, "parallel": args.parallel, "rounds": args.rounds,
+              "local": f"--threads {args.threads * args.replicas}",
+              "ray": f"--ray {args.ray} --replicas {args.replicas} --threads {args.threads}",
+              **{f"{name}_{key}": round(value, 2) for name, got in best.items() for key, value in got.items()},
+              "ray_vs_local_job": round(best["ray"]["job_tok_s"] / best["local"]["job_tok_s"], 3),
+              "ray_vs_local_end_to_end": round(best["ray"]["end_to_end_tok_s"] / best["local"]["end_to_end_tok_s"], 3)}
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
