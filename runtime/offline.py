@@ -55,9 +55,11 @@ def _set_log(handler: Callable[[int, bytes], None]) -> None:
 
 class _Model:
     def __init__(self, path: Path, vocab_only: bool = False):
+        from .gguf_checks import check_vocabulary
         from .gguf_file import read_gguf
 
-        read_gguf(path)  # llama.cpp trusts its input: a missing or truncated file is refused here first
+        # llama.cpp trusts its input: a missing, truncated or damaged file is refused here first
+        check_vocabulary(read_gguf(path))
         lib = _llama()
         params = lib.llama_model_default_params()
         params.vocab_only = vocab_only
