@@ -42,6 +42,10 @@ def read_grammar(schema: Path | None, grammar: Path | None) -> str | None:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    if not text.strip():
+        raise UsageError(f"{path} is empty")
     if schema:
         from ..runtime.engine import json_schema_grammar
 

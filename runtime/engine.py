@@ -303,16 +303,23 @@ class Sampler:
 
 
 def json_schema_grammar(schema_text: str) -> str:
-    """GBNF for a JSON schema, via llama-cpp-python's converter."""
+    """GBNF for a JSON schema, via llama-cpp-python's converter; a bad schema is a one-line UsageError."""
     import json
 
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    from .grammars import check_schema
+
     try:
-        json.loads(schema_text)
+        check_schema(json.loads(schema_text))
         return json_schema_to_gbnf(schema_text)
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise UsageError(f"invalid JSON schema: {exc}") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the converter says "unsupported" with any exception
+        # (AssertionError for an unknown type, AttributeError for a non-object, ValueError for a
+        # remote $ref, RecursionError for deep nesting): each means this schema cannot be used.
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"invalid JSON schema: {said[:160]}") from None
 
 
 class Engine:
