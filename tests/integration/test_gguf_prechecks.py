@@ -162,3 +162,20 @@ def test_damage_is_located_in_one_line(header, tmp_path):
     message = refused.value.message
     assert message.startswith(f"{path} is corrupted at byte {type_at:,} ")
     assert "'llama.block_count'" in message and "unknown metadata value type 2020175149" in message
+
+
+@pytest.mark.parametrize("template,needle", [
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "ran for over"),
+    ("{{ 'a' * 10**9 }}", "builds a value over"),
+    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
+], ids=["endless loop", "huge string", "attribute escape"])
+def test_hostile_chat_template_in_a_model_is_one_line(header, tmp_path, template, needle, monkeypatch):
+    """The template comes from the model file: `hearth run` with it ends in one line, in bounded time."""
+    from hearth.runtime import templates
+
+    monkeypatch.setattr(templates, "RENDER_TIME_LIMIT_S", 0.5)
+    path = _damaged(header, {"set_values": {"tokenizer.chat_template": (STRING, template)}}, tmp_path / "t.gguf")
+    result = CliRunner().invoke(app, ["run", "-m", str(path), "hi", "-n", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.stderr
+    assert result.stderr.startswith("error: the model's chat template") and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
