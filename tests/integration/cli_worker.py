@@ -46,8 +46,9 @@ class Outcome:
 
 
 def _limit_memory() -> None:
-    # A damaged header must not be able to take the machine's memory with it.
-    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    # A damaged header must not be able to take the machine's memory with it. RLIMIT_DATA (heap
+    # and private writable mappings), not RLIMIT_AS: a GPU runtime reserves far more address space.
+    resource.setrlimit(resource.RLIMIT_DATA, (8 << 30, 8 << 30))
 
 
 def run_isolated(commands: list[list[str]], workdir: Path, per_command_timeout: float = 60) -> list[Outcome]:
