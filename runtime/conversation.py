@@ -14,6 +14,7 @@ Nothing here loads a model or prints: token counts come in as a function.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -472,9 +473,7 @@ def _damaged(path: Path | str, what: str) -> InputFormatError:
 
 def session_from_record(record, path: Path | str = "session") -> Conversation:
     """Validate a session record's shape; InputFormatError names the first problem."""
-    def bad(what: str) -> InputFormatError:
-        return _damaged(path, what)
-
+    bad = functools.partial(_damaged, path)
     if not isinstance(record, dict) or record.get("format") != SESSION_FORMAT:
         raise bad("not a hearth chat session")
     if record.get("version") != SESSION_VERSION:
