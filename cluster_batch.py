@@ -147,7 +147,7 @@ class _Feed:
             if item is None:
                 self.exhausted = True
             elif isinstance(item, BatchLineError):
-                self.progress.write({"id": item.id, "error": item.error}, item.line_no)
+                self.progress.write(item.record(), item.line_no)
             else:
                 chunk.append(_Line(item))
         return chunk
@@ -223,6 +223,8 @@ class _Dispatch:
             raise replica_failure(record["replica_failure"])
         line = chunk.lines.pop(id_key(record.get("id")), None)
         if line is not None:  # else a replayed record the driver already wrote
+            if "line" in record:  # an error record: the replica numbered the lines of its chunk
+                record = {**record, "line": line.item.line_no}
             self.progress.write(record, line.item.line_no)
 
     def _end(self, stream, chunk: _Chunk, reason: str) -> None:

@@ -55,7 +55,7 @@ def batch(
       hearth batch prompts.jsonl -o part-3.jsonl --shard 3/8            # one of 8 jobs
     """
     from ..runtime.batch_shards import parse_shard
-    from ..runtime.jsonl_batch import ResultWriter, check_output_writable
+    from ..runtime.jsonl_batch import ResultWriter, check_output_writable, iter_lines
 
     out.set_verbosity(verbose)
     if replicas is not None and ray is None:
@@ -68,7 +68,8 @@ def batch(
     out_path = None if output == "-" else Path(output)
     if out_path is not None:
         check_output_writable(out_path)
-    with _open_input(input_path) as source, ResultWriter(out_path, sys.stdout) as writer:
+    with _open_input(input_path) as handle, ResultWriter(out_path, sys.stdout) as writer:
+        source = iter_lines(handle)
         if writer.done_ids:
             out.info(f"resuming: {len(writer.done_ids)} ids already in {out_path}")
         remaining = _count_remaining(input_path, part, writer.done_ids)
@@ -140,14 +141,16 @@ def batch_merge(
 
 def _warn_line(record: dict, line_no: int | None) -> None:
     where = f"line {line_no}" if line_no is not None else "a line"
-    out.warn(f"{where} (id {record['id']!r}): {record['error']}")
+    which = f" (id {record['id']!r})" if record.get("id") is not None else ""
+    out.warn(f"{where}{which}: {record['error']}")
 
 
 def _open_input(path: str):
+    """The input as bytes: each line is decoded on its own, so bad UTF-8 costs only that line."""
     if path == "-":
-        return contextlib.nullcontext(sys.stdin)
+        return contextlib.nullcontext(sys.stdin.buffer)
     try:
-        return open(path, encoding="utf-8")
+        return open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"input file not found: {path}") from None
     except OSError as exc:
@@ -156,13 +159,13 @@ def _open_input(path: str):
 
 def _count_remaining(path: str, shard, done_ids: set) -> int | None:
     """Lines the job will write (the progress bar's total): unknown for stdin."""
-    from ..runtime.batch_shards import input_ids
-    from ..runtime.jsonl_batch import id_key
+    from ..runtime.batch_shards import input_keys
+    from ..runtime.jsonl_batch import LINE_TOO_LONG, iter_lines
 
     if path == "-":
         return None
+    with open(path, "rb") as handle:
+        lines = [line.decode("utf-8", "replace") if line is not LINE_TOO_LONG else "{}" for line in iter_lines(handle)]
     if shard is None and not done_ids:
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return sum(1 for item_id in input_ids(handle, shard) if id_key(item_id) not in done_ids)
+        return sum(1 for line in lines if line.strip())
+    return sum(1 for key in input_keys(lines, shard) if key not in done_ids)

@@ -76,6 +76,47 @@ def input_ids(lines: Iterable[str], shard: Shard | None = None) -> list[Any]:
     return ids
 
 
+def readable_id(text: str, line_no: int):
+    """The line's own id, or None when `hearth batch` cannot read one (its error record then has
+    `"id": null` and `"line": N`)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    item_id = data.get("id", line_no)
+    return item_id if isinstance(item_id, (str, int)) and not isinstance(item_id, bool) else None
+
+
+def input_keys(lines: Iterable[str], shard: Shard | None = None) -> list[str]:
+    """The key of each input line's record (`id_key` of its id, or `line_key` of its number when
+    its id cannot be read), only those of `shard` when given."""
+    from .jsonl_batch import id_key, line_key
+
+    keys = []
+    for line_no, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        if shard is None or shard.holds(line_id(text, line_no)):
+            item_id = readable_id(text, line_no)
+            keys.append(line_key(line_no) if item_id is None else id_key(item_id))
+    return keys
+
+
+def record_key(record: dict) -> str:
+    """The key an output record answers: its id, or its line when its id could not be read."""
+    from .jsonl_batch import id_key, line_key
+
+    if record.get("id") is None and isinstance(record.get("line"), int):
+        return line_key(record["line"])
+    return id_key(record["id"])
+
+
+def _shown(key: str):
+    return key if key.startswith("line ") else json.loads(key)
+
+
 @dataclass
 class MergeReport:
     output: Path | None
@@ -116,17 +157,17 @@ def merge_outputs(parts: list[Path], output: Path | None, input_path: Path | Non
                                        hint="rerun that shard's `hearth batch` with the same -o to repair it") from None
             if not isinstance(record, dict) or "id" not in record:
                 raise InputFormatError(f"{part} has a line without an id: is it a `hearth batch` output?")
-            seen[json.dumps(record["id"])] += 1
+            seen[record_key(record)] += 1
             records.append(raw if raw.endswith("\n") else raw + "\n")
     report = MergeReport(output, len(records), len(seen), len(parts))
-    expected = Counter(json.dumps(i) for i in input_ids(_read_lines(input_path))) if input_path else None
+    expected = Counter(input_keys(_read_lines(input_path))) if input_path else None
     if expected is None:
-        report.duplicated = sorted(json.loads(k) for k, n in seen.items() if n > 1)
+        report.duplicated = sorted((_shown(k) for k, n in seen.items() if n > 1), key=str)
     else:
         report.checked_input = True
-        report.missing = sorted((json.loads(k) for k, n in expected.items() if seen[k] < n), key=str)
-        report.duplicated = sorted((json.loads(k) for k, n in seen.items() if k in expected and n > expected[k]), key=str)
-        report.unexpected = sorted((json.loads(k) for k in seen if k not in expected), key=str)
+        report.missing = sorted((_shown(k) for k, n in expected.items() if seen[k] < n), key=str)
+        report.duplicated = sorted((_shown(k) for k, n in seen.items() if k in expected and n > expected[k]), key=str)
+        report.unexpected = sorted((_shown(k) for k in seen if k not in expected), key=str)
     if report.ok and output is not None:
         _write_all(output, records)
     return report

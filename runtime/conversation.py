@@ -14,8 +14,11 @@ Nothing here loads a model or prints: token counts come in as a function.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+import math
 import re
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +31,7 @@ from .sampling import SamplingParams
 SESSION_FORMAT = "hearth-chat-session"
 SESSION_VERSION = 1
 MAX_READ_BYTES = 1_000_000  # /read refuses files larger than this (they would not fit anyway)
+MAX_SESSION_BYTES = 64 << 20  # a session file larger than this is not one hearth wrote
 MULTILINE_FENCE = '"""'
 
 
@@ -431,8 +435,14 @@ def save_session(name: str, conversation: Conversation, model: str | None) -> Pa
 
 
 def open_session(name: str) -> SessionFile:
+    """A saved session; a missing, unreadable or damaged file is a one-line error (nothing changes)."""
     path = session_path(name)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would block the read
+            raise InputFormatError(f"session {path} is not a regular file: not opened")
+        if info.st_size > MAX_SESSION_BYTES:
+            raise _damaged(path, f"over {MAX_SESSION_BYTES >> 20} MiB, not a session hearth wrote")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"no session named {name!r}", hint="/open with no name lists the saved sessions") from None
@@ -446,14 +456,24 @@ def open_session(name: str) -> SessionFile:
     except json.JSONDecodeError as exc:
         raise InputFormatError(f"session {path} is not valid JSON (line {exc.lineno}): not opened",
                                hint="the current conversation is unchanged") from None
-    return SessionFile(session_from_record(record, path), record.get("model"), float(record.get("saved_at") or 0), path)
+    except (RecursionError, ValueError):  # nested too deep; a number Python will not convert
+        raise _damaged(path, "not JSON hearth can read") from None
+    conversation = session_from_record(record, path)
+    model, saved_at = record.get("model"), record.get("saved_at") or 0
+    if model is not None and not isinstance(model, str):
+        raise _damaged(path, "model is not a name")
+    if not isinstance(saved_at, (int, float)) or isinstance(saved_at, bool) or not math.isfinite(saved_at):
+        raise _damaged(path, "saved_at is not a time")
+    return SessionFile(conversation, model, float(saved_at), path)
+
+
+def _damaged(path: Path | str, what: str) -> InputFormatError:
+    return InputFormatError(f"session {path} is damaged: {what}: not opened", hint="the current conversation is unchanged")
 
 
 def session_from_record(record, path: Path | str = "session") -> Conversation:
     """Validate a session record's shape; InputFormatError names the first problem."""
-    def bad(what: str) -> InputFormatError:
-        return InputFormatError(f"session {path} is damaged: {what}: not opened", hint="the current conversation is unchanged")
-
+    bad = functools.partial(_damaged, path)
     if not isinstance(record, dict) or record.get("format") != SESSION_FORMAT:
         raise bad("not a hearth chat session")
     if record.get("version") != SESSION_VERSION:
@@ -470,7 +490,7 @@ def session_from_record(record, path: Path | str = "session") -> Conversation:
             raise bad(f"turn {i + 1} is not a user/assistant message")
         parsed.append(Turn(turn["role"], turn["content"], bool(turn.get("cut", False))))
     window_start = record.get("window_start", 0)
-    if not isinstance(window_start, int) or not 0 <= window_start <= len(parsed):
+    if not isinstance(window_start, int) or isinstance(window_start, bool) or not 0 <= window_start <= len(parsed):
         raise bad("window_start is out of range")
     return Conversation(system, parsed, window_start)
 

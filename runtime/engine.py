@@ -9,8 +9,10 @@ per-sequence KV operations, read a logits row — and `runtime/scheduler.py` bui
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import os
 import re
 import sys
 import time
@@ -292,11 +294,7 @@ class Sampler:
         self._lib = lib
         self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         if params.grammar:
-            grammar = lib.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                self.close()
-                raise UsageError("the grammar does not parse (llama.cpp rejected it)")
-            self._add(grammar)
+            self._add(_grammar_sampler(lib, model, params.grammar, self.close))
         if params.repeat_penalty != 1.0:
             self._add(lib.llama_sampler_init_penalties(params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
         if params.temperature <= 0:
@@ -324,17 +322,61 @@ class Sampler:
             self.ptr = None
 
 
+def _grammar_sampler(lib, model: LlamaModel, text: str, on_error):
+    """llama.cpp's grammar sampler, after hearth's checks for what would crash it.
+
+    llama.cpp's parser prints its error, and the whole grammar, on the C stderr: that is caught
+    and its first line becomes the one-line error.
+    """
+    from .grammars import check_grammar, check_token_references
+
+    check_token_references(check_grammar(text), model.n_vocab)
+    with _c_stderr_captured() as captured:
+        grammar = lib.llama_sampler_init_grammar(model.vocab, text.encode(), b"root")
+    if not grammar:
+        on_error()
+        said = [line.split("error parsing grammar:", 1)[-1].strip() for line in captured if "error" in line]
+        raise UsageError("the grammar does not parse" + (f": {said[0][:160]}" if said else " (llama.cpp rejected it)"))
+    return grammar
+
+
+@contextlib.contextmanager
+def _c_stderr_captured():
+    """Collect what C code writes to file descriptor 2 meanwhile (a list of lines, filled at exit)."""
+    import tempfile
+
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += sink.read(1 << 16).decode("utf-8", "replace").splitlines()
+
+
 def json_schema_grammar(schema_text: str) -> str:
-    """GBNF for a JSON schema, via llama-cpp-python's converter."""
+    """GBNF for a JSON schema, via llama-cpp-python's converter; a bad schema is a one-line UsageError."""
     import json
 
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    from .grammars import check_schema
+
     try:
-        json.loads(schema_text)
+        check_schema(json.loads(schema_text))
         return json_schema_to_gbnf(schema_text)
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise UsageError(f"invalid JSON schema: {exc}") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the converter says "unsupported" with any exception
+        # (AssertionError for an unknown type, AttributeError for a non-object, ValueError for a
+        # remote $ref, RecursionError for deep nesting): each means this schema cannot be used.
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"invalid JSON schema: {said[:160]}") from None
 
 
 # -- quantizing (llama_model_quantize) ---------------------------------------------------------

@@ -1,7 +1,8 @@
 """Read and validate a GGUF file's header without loading the model.
 
 llama.cpp trusts its input: a truncated or corrupted file can crash it. Everything hearth hands
-to llama.cpp is checked here first (magic, version, every key/value, every tensor's bounds).
+to llama.cpp is checked here first (magic, version, every key/value, every tensor's bounds, and
+through `gguf_checks` the values llama.cpp only asserts on); an error says where the damage is.
 The parser is hearth's own because `gguf.GGUFReader` parses every token array eagerly (~2 s on
 a 100 MB model); here string arrays are skipped and only their offset is kept.
 """
@@ -117,6 +118,101 @@ class GGUFInfo:
             items, _ = _read_array_items(buf, value.offset, value.item_type, value.count, self.file_size)
         return items
 
+    def read_raw_strings(self, key: str) -> list[bytes] | None:
+        """A string array's items as the bytes in the file (None if `key` is not a string array).
+
+        Bytes, not text: two tokens that differ only in invalid UTF-8 are different tokens.
+        """
+        value = self.metadata.get(key)
+        if isinstance(value, list):
+            return [v.encode("utf-8") for v in value] if all(isinstance(v, str) for v in value) else None
+        if not isinstance(value, LazyArray) or value.item_type != _STRING:
+            return None
+        unpack, pos, items = struct.Struct("<Q").unpack_from, value.offset, []
+        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            for _ in range(value.count):  # bounds were checked when the header was read
+                length = unpack(buf, pos)[0]
+                items.append(buf[pos + 8: pos + 8 + length])
+                pos += 8 + length
+        return items
+
+
+REDOWNLOAD_HINT = "download or convert it again"
+GGML_MAX_DIMS = 4  # llama.cpp refuses tensors with more dimensions
+_MIN_KV_BYTES = 8 + 4 + 1  # a key's length, a value type, the smallest value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+
+
+class _Reader:
+    """Reads a GGUF header from a buffer and knows what it is reading, for the error message.
+
+    Every defect becomes a one-line BadModelFileError naming the file, the byte offset and the
+    part of the header (which key, which tensor) where the parse went wrong.
+    """
+
+    def __init__(self, path: Path, buf, size: int):
+        self.path, self.buf, self.size = path, buf, size
+        self.pos = 0
+        self.where = "the file header"
+
+    def corrupt(self, what: str, at: int | None = None) -> BadModelFileError:
+        at = self.pos if at is None else at
+        return BadModelFileError(f"{self.path} is corrupted at byte {at:,} ({self.where}): {what}",
+                                 hint=REDOWNLOAD_HINT)
+
+    def truncated(self, at: int | None = None) -> BadModelFileError:
+        at = self.pos if at is None else at
+        return BadModelFileError(
+            f"{self.path} is truncated or corrupted: {self.where} at byte {at:,} runs past the end "
+            f"of the file ({self.size:,} bytes)",
+            hint=REDOWNLOAD_HINT,
+        )
+
+    def need(self, n: int, at: int | None = None) -> None:
+        at = self.pos if at is None else at
+        if at + n > self.size:
+            raise self.truncated(at)
+
+    def unpack(self, fmt: str) -> tuple:
+        width = struct.calcsize(fmt)
+        self.need(width)
+        values = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += width
+        return values
+
+    def string(self) -> str:
+        (length,) = self.unpack("<Q")
+        self.need(length)
+        text = bytes(self.buf[self.pos: self.pos + length]).decode("utf-8", errors="replace")
+        self.pos += length
+        return text
+
+    def value(self, value_type: int) -> Any:
+        """One metadata value; arrays longer than _EAGER_ARRAY_LIMIT stay in the file (LazyArray)."""
+        if value_type in _SCALAR:
+            return self.unpack(_SCALAR[value_type])[0]
+        if value_type == _STRING:
+            return self.string()
+        if value_type != _ARRAY:
+            raise self.corrupt(f"unknown metadata value type {value_type}", at=self.pos - 4)
+        item_type, count = self.unpack("<IQ")
+        if item_type not in _SCALAR and item_type != _STRING:
+            raise self.corrupt(f"unsupported array item type {item_type}", at=self.pos - 12)
+        # Each item takes at least its width (a string at least its 8-byte length): a count the
+        # rest of the file cannot hold is refused before walking it.
+        width = 8 if item_type == _STRING else struct.calcsize(_SCALAR[item_type])
+        if count > (self.size - self.pos) // width:
+            raise self.truncated(at=self.pos - 8)
+        if count <= _EAGER_ARRAY_LIMIT:
+            items, self.pos = _read_array_items(self.buf, self.pos, item_type, count, self.size)
+            return items
+        lazy = LazyArray(item_type, count, self.pos)
+        if item_type == _STRING:
+            self.pos = _skip_strings(self.buf, self.pos, count, self.size)
+        else:
+            self.pos += width * count
+        return lazy
+
 
 class _Truncated(Exception):
     pass
@@ -151,41 +247,19 @@ def _read_array_items(buf, pos: int, item_type: int, count: int, size: int) -> t
             item, pos = _read_string(buf, pos, size)
             items.append(item)
         return items, pos
-    if item_type in _SCALAR:
-        fmt = _SCALAR[item_type]
-        width = struct.calcsize(fmt)
-        _need(pos, width * count, size)
-        items = list(struct.unpack_from(f"<{count}{fmt[1]}", buf, pos))
-        return items, pos + width * count
-    raise BadModelFileError(f"unsupported nested array type {item_type}")
-
-
-def _read_value(buf, pos: int, value_type: int, size: int) -> tuple[Any, int]:
-    if value_type in _SCALAR:
-        fmt = _SCALAR[value_type]
-        _need(pos, struct.calcsize(fmt), size)
-        return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
-    if value_type == _STRING:
-        return _read_string(buf, pos, size)
-    if value_type == _ARRAY:
-        _need(pos, 12, size)
-        item_type, count = struct.unpack_from("<IQ", buf, pos)
-        pos += 12
-        if count <= _EAGER_ARRAY_LIMIT:
-            return _read_array_items(buf, pos, item_type, count, size)
-        lazy = LazyArray(item_type, count, pos)
-        if item_type == _STRING:
-            return lazy, _skip_strings(buf, pos, count, size)
-        if item_type not in _SCALAR:
-            raise BadModelFileError(f"unsupported array type {item_type}")
-        end = pos + struct.calcsize(_SCALAR[item_type]) * count
-        _need(end, 0, size)
-        return lazy, end
-    raise BadModelFileError(f"unknown metadata value type {value_type}")
+    fmt = _SCALAR[item_type]
+    width = struct.calcsize(fmt)
+    _need(pos, width * count, size)
+    return list(struct.unpack_from(f"<{count}{fmt[1]}", buf, pos)), pos + width * count
 
 
 def read_gguf(path: str | Path) -> GGUFInfo:
-    """Parse and validate a GGUF header; raise a one-line HearthError for any defect."""
+    """Parse and validate a GGUF header; raise a one-line HearthError for any defect.
+
+    Checked here: the structure (every length, count and offset within the file, no duplicate
+    keys or tensor names, known value and tensor types) and the hyper-parameters llama.cpp is
+    known to abort on (`gguf_checks.check_metadata`).
+    """
     path = Path(path)
     if not path.exists():
         raise ModelNotFoundError(f"model file not found: {path}")
@@ -198,63 +272,97 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         if handle.read(4) != GGUF_MAGIC:
             raise BadModelFileError(f"{path} is not a GGUF file (bad magic bytes)")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            reader = _Reader(path, buf, size)
             try:
-                return _parse(path, buf, size)
+                info = _parse(reader)
             except _Truncated:
-                raise BadModelFileError(
-                    f"{path} is truncated or corrupted: its header runs past the end of the file",
-                    hint="download or convert it again",
-                ) from None
-            except (struct.error, UnicodeDecodeError, OverflowError, MemoryError) as exc:
-                raise BadModelFileError(f"{path} is corrupted: {exc}") from None
+                raise reader.truncated() from None
+            except (struct.error, OverflowError, MemoryError) as exc:
+                raise reader.corrupt(str(exc) or type(exc).__name__) from None
+    from .gguf_checks import check_metadata
+
+    check_metadata(info)
+    return info
 
 
-def _parse(path: Path, buf, size: int) -> GGUFInfo:
-    version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+def _parse(reader: _Reader) -> GGUFInfo:
+    reader.pos = 4
+    version, n_tensors, n_kv = reader.unpack("<IQQ")
     if version not in (2, 3):
-        raise BadModelFileError(f"{path}: unsupported GGUF version {version}")
-    if n_tensors > 1_000_000 or n_kv > 1_000_000:
-        raise BadModelFileError(f"{path} is corrupted: implausible counts ({n_tensors} tensors, {n_kv} keys)")
-    pos = 24
+        raise reader.corrupt(f"unsupported GGUF version {version}", at=4)
+    room = reader.size - reader.pos
+    if n_kv > min(1_000_000, room // _MIN_KV_BYTES) or n_tensors > min(1_000_000, room // _MIN_TENSOR_INFO_BYTES):
+        raise reader.corrupt(f"implausible counts ({n_tensors:,} tensors, {n_kv:,} keys)", at=8)
+    metadata = _read_metadata(reader, n_kv)
+    raw = [_read_tensor_info(reader, i) for i in range(n_tensors)]
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
+        raise BadModelFileError(f"{reader.path} is corrupted: general.alignment is {_shown(alignment)}: "
+                                "not a power of two", hint=REDOWNLOAD_HINT)
+    data_offset = (reader.pos + alignment - 1) // alignment * alignment
+    names: set[str] = set()
+    tensors = []
+    for index, row in enumerate(raw):
+        reader.where = f"tensor info #{index} {_shown(row[0])}"
+        if row[0] in names:
+            raise reader.corrupt("a second tensor with this name", at=row[4])
+        names.add(row[0])
+        tensors.append(_tensor(reader, data_offset, alignment, *row))
+    return GGUFInfo(reader.path, version, reader.size, metadata, tensors, data_offset)
+
+
+def _read_metadata(reader: _Reader, n_kv: int) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key, pos = _read_string(buf, pos, size)
-        _need(pos, 4, size)
-        (value_type,) = struct.unpack_from("<I", buf, pos)
-        metadata[key], pos = _read_value(buf, pos + 4, value_type, size)
-    raw: list[tuple[str, tuple[int, ...], int, int]] = []
-    for _ in range(n_tensors):
-        name, pos = _read_string(buf, pos, size)
-        _need(pos, 4, size)
-        (n_dims,) = struct.unpack_from("<I", buf, pos)
-        if n_dims > 8:
-            raise BadModelFileError(f"{path} is corrupted: tensor {name!r} has {n_dims} dimensions")
-        _need(pos + 4, 8 * n_dims + 12, size)
-        shape = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
-        ggml_type, rel_offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
-        pos += 4 + 8 * n_dims + 12
-        raw.append((name, tuple(shape), ggml_type, rel_offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
-    data_offset = (pos + alignment - 1) // alignment * alignment
-    tensors = [_tensor(path, size, data_offset, *row) for row in raw]
-    return GGUFInfo(path, version, size, metadata, tensors, data_offset)
+    for index in range(n_kv):
+        reader.where = f"metadata key #{index}"
+        key = reader.string()
+        reader.where = f"metadata key #{index} {_shown(key)}"
+        if key in metadata:
+            raise reader.corrupt("a second value for this key")
+        (value_type,) = reader.unpack("<I")
+        metadata[key] = reader.value(value_type)
+    return metadata
 
 
-def _tensor(path: Path, size: int, data_offset: int, name: str, shape, ggml_type: int, rel: int) -> TensorInfo:
+def _read_tensor_info(reader: _Reader, index: int) -> tuple[str, tuple[int, ...], int, int, int]:
+    start = reader.pos
+    reader.where = f"tensor info #{index}"
+    name = reader.string()
+    reader.where = f"tensor info #{index} {_shown(name)}"
+    (n_dims,) = reader.unpack("<I")
+    if n_dims > GGML_MAX_DIMS:
+        raise reader.corrupt(f"{n_dims:,} dimensions (at most {GGML_MAX_DIMS})", at=reader.pos - 4)
+    shape = reader.unpack(f"<{n_dims}Q")
+    if any(d >= 2**63 for d in shape):  # llama.cpp reads dimensions as signed 64-bit numbers
+        raise reader.corrupt(f"negative dimension in shape {shape}", at=reader.pos - 8 * n_dims)
+    ggml_type, rel_offset = reader.unpack("<IQ")
+    return name, tuple(shape), ggml_type, rel_offset, start
+
+
+def _tensor(reader: _Reader, data_offset: int, alignment: int, name: str, shape, ggml_type: int,
+            rel: int, info_at: int) -> TensorInfo:
     if ggml_type not in GGML_TYPES:
-        raise BadModelFileError(f"{path} is corrupted: tensor {name!r} has unknown type {ggml_type}")
-    _, block, type_size = GGML_TYPES[ggml_type]
+        raise reader.corrupt(f"unknown type {ggml_type} (not a ggml tensor type)", at=info_at)
+    type_name, block, type_size = GGML_TYPES[ggml_type]
+    if (shape[0] if shape else 1) % block:  # llama.cpp checks the first dimension
+        raise reader.corrupt(f"shape {shape} does not fit its type {type_name} (blocks of {block})", at=info_at)
     n_elements = 1
     for d in shape:
         n_elements *= d
-    if n_elements % block:
-        raise BadModelFileError(f"{path} is corrupted: tensor {name!r} shape {shape} does not fit its type")
+    if rel % alignment:
+        raise reader.corrupt(f"data offset {rel:,} is not a multiple of the alignment {alignment}", at=info_at)
     n_bytes = n_elements // block * type_size
     start = data_offset + rel
-    if start + n_bytes > size:
+    if start + n_bytes > reader.size:
         raise BadModelFileError(
-            f"{path} is truncated: tensor {name!r} ends at byte {start + n_bytes:,} "
-            f"but the file has {size:,} bytes",
-            hint="download or convert it again",
+            f"{reader.path} is truncated or corrupted: tensor {_shown(name)} ends at byte {start + n_bytes:,} "
+            f"but the file has {reader.size:,} bytes",
+            hint=REDOWNLOAD_HINT,
         )
     return TensorInfo(name, shape, ggml_type, start, n_bytes)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for an error message: repr'd (control characters escaped), cut to `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -2,10 +2,13 @@
 
 Input lines: {"id": …, "prompt": "…"} or {"id": …, "messages": [...]}, with optional per-line
 system, max_tokens, temperature, top_p, seed, stop, samples. A line's id defaults to its line
-number. Output lines: id, text, finish_reason, usage — or id and error for a line that failed.
+number. Output lines: id, text, finish_reason, usage — or id, line and error for a line that
+failed. A line whose id cannot be read (not JSON, not UTF-8, too long) gets `"id": null`: it must
+never take a name a real id can have, or a later line with that id would be refused.
 
 Resuming: results are appended and flushed one line at a time; a rerun with the same output file
-first drops a torn last line (a kill mid-write), then skips every id already written.
+first drops a torn last line (a kill mid-write), then skips every id already answered and every
+line that already has an error record, so no record is ever written twice.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from ..errors import InputFormatError, UsageError, full_disk_reported
 from .sampling import SamplingParams
 
 LINE_OPTIONS = {"system", "max_tokens", "temperature", "top_p", "seed", "stop", "samples"}
+MAX_LINE_BYTES = 16 << 20  # a longer line cannot fit any context; it is skipped unread
+MAX_SAMPLES = 64  # as `hearth run --samples`
+LINE_TOO_LONG = object()  # what iter_lines yields for a line over MAX_LINE_BYTES
 
 
 @dataclass
@@ -36,9 +42,12 @@ class BatchItem:
 
 @dataclass
 class BatchLineError:
-    id: Any
+    id: Any  # None when the line's id cannot be read
     line_no: int
     error: str
+
+    def record(self) -> dict:
+        return {"id": self.id, "line": self.line_no, "error": self.error}
 
 
 @dataclass
@@ -49,26 +58,46 @@ class BatchDefaults:
     stop: tuple[str, ...] = ()
 
 
-def parse_line(text: str, line_no: int, defaults: BatchDefaults) -> BatchItem | BatchLineError:
+def parse_line(text: str | bytes, line_no: int, defaults: BatchDefaults) -> BatchItem | BatchLineError:
     """One JSONL line to a BatchItem, or a BatchLineError saying what is wrong with it."""
-    try:
-        data = json.loads(text.rstrip("\r\n"))
-    except json.JSONDecodeError as exc:
-        return BatchLineError(line_no, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}")
+    data = _json_object(text, line_no)
+    if isinstance(data, BatchLineError):
+        return data
     return parse_record(data, line_no, defaults)
 
 
 def parse_record(data: Any, line_no: int, defaults: BatchDefaults) -> BatchItem | BatchLineError:
     """One input record (a decoded JSONL line, or a row given to `Model.batch`)."""
     if not isinstance(data, dict):
-        return BatchLineError(line_no, line_no, "a line must be a JSON object")
+        return BatchLineError(None, line_no, "a line must be a JSON object")
     item_id = data.get("id", line_no)
     if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
-        return BatchLineError(line_no, line_no, "id must be a string or an integer")
+        return BatchLineError(None, line_no, "id must be a string or an integer")
     try:
         return BatchItem(item_id, line_no, _messages(data, defaults), *_line_settings(data, defaults), record=data)
     except (UsageError, InputFormatError) as exc:
         return BatchLineError(item_id, line_no, exc.message)
+
+
+def _json_object(text: str | bytes, line_no: int) -> dict | BatchLineError:
+    if text is LINE_TOO_LONG:
+        return BatchLineError(None, line_no, f"the line is longer than {MAX_LINE_BYTES:,} bytes")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return BatchLineError(None, line_no, f"not UTF-8 text (byte {exc.start + 1})")
+    try:
+        data = json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        return BatchLineError(None, line_no, f"malformed JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return BatchLineError(None, line_no, "malformed JSON: nested too deep")
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return BatchLineError(None, line_no, f"malformed JSON: {exc}")
+    if not isinstance(data, dict):
+        return BatchLineError(None, line_no, "a line must be a JSON object")
+    return data
 
 
 def _messages(data: dict, defaults: BatchDefaults) -> list[dict]:
@@ -85,8 +114,10 @@ def _messages(data: dict, defaults: BatchDefaults) -> list[dict]:
         turns = list(messages)
     else:
         raise InputFormatError("the line has neither a prompt nor messages")
+    if system is not None and not isinstance(system, str):
+        raise InputFormatError("system must be a string")
     if system and not any(m["role"] == "system" for m in turns):
-        turns.insert(0, {"role": "system", "content": str(system)})
+        turns.insert(0, {"role": "system", "content": system})
     return turns
 
 
@@ -96,9 +127,9 @@ def _line_settings(data: dict, defaults: BatchDefaults) -> tuple[int, SamplingPa
     stop = data.get("stop", defaults.stop)
     if isinstance(stop, str):
         stop = (stop,)
-    for name, value, low in (("max_tokens", max_tokens, 1), ("samples", samples, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise InputFormatError(f"{name} must be an integer >= {low}")
+    for name, value, high in (("max_tokens", max_tokens, None), ("samples", samples, MAX_SAMPLES)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (high and value > high):
+            raise InputFormatError(f"{name} must be an integer from 1" + (f" to {high}" if high else " up"))
     if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
         raise InputFormatError("stop must be a string or a list of strings")
     overrides = {}
@@ -107,35 +138,57 @@ def _line_settings(data: dict, defaults: BatchDefaults) -> tuple[int, SamplingPa
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise InputFormatError(f"{name} must be a number")
         overrides[field_name] = value
-    if overrides.get("seed") is not None:
-        overrides["seed"] = int(overrides["seed"])
+    if overrides.get("seed") is not None and not isinstance(overrides["seed"], int):
+        raise InputFormatError("seed must be an integer")
     return max_tokens, defaults.params.with_overrides(**overrides), tuple(stop), samples
 
 
 def read_items(lines: Iterable, defaults: BatchDefaults, done_ids: set, from_json: bool = True,
                shard=None) -> Iterator[BatchItem | BatchLineError]:
-    """Parse lines (JSONL text, or already-decoded rows) lazily, skipping ids already done and
-    flagging duplicated ids. With a `shard` (runtime.batch_shards.Shard), only its lines."""
+    """Parse lines (JSONL text or bytes, or already-decoded rows) lazily, skipping what is already
+    done and flagging duplicated ids. With a `shard` (runtime.batch_shards.Shard), only its lines.
+
+    `done_ids` holds the keys of the records already written: `id_key` of each answered id,
+    `line_key` of each line with an error record.
+    """
     seen: set = set()
     for line_no, text in enumerate(lines, start=1):
-        if from_json and not text.strip():
+        if from_json and text is not LINE_TOO_LONG and not text.strip():
             continue
         item = parse_line(text, line_no, defaults) if from_json else parse_record(text, line_no, defaults)
-        if shard is not None and not shard.holds(item.id):
+        if shard is not None and not shard.holds(item.id if item.id is not None else line_no):
             continue
-        key = id_key(item.id)
-        if key in seen and isinstance(item, BatchItem):
-            item = BatchLineError(item.id, line_no, f"duplicated id {item.id!r} (first seen earlier in the input)")
-            key = id_key(f"{item.id}#line{line_no}")
-        seen.add(key)
-        if key in done_ids:
-            continue
-        yield item
+        if isinstance(item, BatchItem):
+            key = id_key(item.id)
+            if key in seen:
+                item = BatchLineError(item.id, line_no, f"duplicated id {item.id!r} (first seen earlier in the input)")
+            seen.add(key)
+        done = line_key(line_no) in done_ids or (isinstance(item, BatchItem) and id_key(item.id) in done_ids)
+        if not done:
+            yield item
 
 
 def id_key(item_id: Any) -> str:
     """An id as a set key: its JSON form, so 1 and "1" stay different ids."""
     return json.dumps(item_id)
+
+
+def line_key(line_no: int) -> str:
+    return f"line {line_no}"  # never equal to an id_key: those are JSON (quoted strings, digits)
+
+
+def iter_lines(handle: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[bytes | object]:
+    """The lines of a binary file; LINE_TOO_LONG (not the line) for one over `limit` bytes."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest of it, a piece at a time
+                line = handle.readline(limit)
+            yield LINE_TOO_LONG
+            continue
+        yield line
 
 
 # A line cut short by a full disk is repaired by the rerun, which skips the lines already written.
@@ -199,7 +252,9 @@ def _repair_and_read_ids(path: Path) -> set:
             record = json.loads(raw)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "id" in record:
+        if isinstance(record, dict) and isinstance(record.get("line"), int):
+            ids.add(line_key(record["line"]))  # an error record: its line is done
+        elif isinstance(record, dict) and "id" in record:
             ids.add(id_key(record["id"]))
     return ids
 
@@ -340,12 +395,12 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], emit_record, 
     def requests():
         for item in items:
             if isinstance(item, BatchLineError):
-                emit({"id": item.id, "error": item.error}, True, line_no=item.line_no)
+                emit(item.record(), True, line_no=item.line_no)
                 continue
             try:
                 tokens = loaded.prompt_tokens(item.messages)
             except HearthError as exc:
-                emit({"id": item.id, "error": _with_hint(exc)}, True, line_no=item.line_no)
+                emit(BatchLineError(item.id, item.line_no, _with_hint(exc)).record(), True, line_no=item.line_no)
                 continue
             parallel = min(item.samples, max(1, n_seq - 1)) if item.samples > n_seq else None
             yield GenRequest(tokens, item.params, item.max_tokens, item.stop, n=item.samples, parallel=parallel,
@@ -360,7 +415,8 @@ def run_batch(loaded, items: Iterable[BatchItem | BatchLineError], emit_record, 
             emit(result_record(request.key, samples), False, sum(len(s.tokens) for s in samples))
 
         def on_request_error(self, request, error):
-            emit({"id": request.key.id, "error": _with_hint(error)}, True, line_no=request.key.line_no)
+            emit(BatchLineError(request.key.id, request.key.line_no, _with_hint(error)).record(), True,
+                 line_no=request.key.line_no)
 
     Scheduler(loaded.engine, share_prefix=True).run(requests(), Writer())
     summary.wall_s = time.perf_counter() - started

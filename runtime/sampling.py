@@ -30,6 +30,10 @@ class SamplingParams:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.grammar:
+            from .grammars import check_grammar
+
+            check_grammar(self.grammar)  # what would crash llama.cpp is refused before a model loads
         return self
 
     def with_overrides(self, **overrides) -> "SamplingParams":

@@ -22,11 +22,13 @@ class ScoringModel:
     """
 
     def __init__(self, path: str | Path, n_ctx: int = 512, threads: int = 2, vocab_only: bool = False):
+        from .gguf_checks import check_vocabulary
         from .gguf_file import read_gguf
 
         self.path = Path(path)
         self.n_ctx = n_ctx
-        read_gguf(self.path)  # llama.cpp trusts its input: a missing or truncated file is refused here first
+        # llama.cpp trusts its input: a missing, truncated or damaged file is refused here first
+        check_vocabulary(read_gguf(self.path))
         config = ContextConfig(n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_seq_max=1, n_threads=threads,
                                n_threads_batch=threads, flash_attn=False, f32_kv=True)
         self.engine = Engine(self.path, config, vocab_only=vocab_only)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ..errors import ContextOverflowError
 from .engine import ContextConfig, Engine
+from .gguf_checks import check_vocabulary
 from .gguf_file import GGUFInfo, read_gguf
 from .models import ResolvedModel
 from .templates import build_prompt
@@ -122,6 +123,7 @@ def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInf
     (e.g. how many sequences fit).
     """
     info = read_gguf(resolved.path)
+    check_vocabulary(info)  # llama.cpp aborts on some vocabularies: refuse them first
     request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)
     engine = Engine(resolved.path, context_config(plan), verbose=verbose)

@@ -58,12 +58,12 @@ def test_bad_lines_get_error_records_and_the_rest_goes_on(hearth, tmp_path):
         by_id.setdefault(json.dumps(row["id"]), []).append(row)
     assert len(by_id["1"]) == 2 and sum("text" in r for r in by_id["1"]) == 1
     assert "text" in by_id["6"][0]
-    assert "malformed JSON" in by_id["2"][0]["error"]
+    assert "malformed JSON" in by_id["null"][0]["error"] and by_id["null"][0]["line"] == 2  # no id of its own
     assert "neither a prompt nor messages" in by_id["3"][0]["error"]
     assert any("duplicated id" in r.get("error", "") for r in by_id["1"])
     assert "context" in by_id["5"][0]["error"] and "--ctx" in by_id["5"][0]["error"]
     # each error record also warns on stderr, naming the line
-    assert "warning: line 2 (id 2): malformed JSON" in done.stderr
+    assert "warning: line 2: malformed JSON" in done.stderr
     assert "warning: line 3 (id 3): the line has neither a prompt nor messages" in done.stderr
     assert "warning: line 5 (id 5):" in done.stderr
     assert "Traceback" not in done.stderr
