@@ -75,7 +75,7 @@ def command(name: str | None = None, **kwargs) -> Callable:
 
 
 # One module per command group, in --help order.
-_COMMAND_MODULES: list[str] = ["run", "chat", "batch", "models", "convert", "hw"]
+_COMMAND_MODULES: list[str] = ["run", "chat", "batch", "serve", "models", "convert", "hw"]
 
 
 def _mount() -> None:

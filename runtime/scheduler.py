@@ -262,6 +262,11 @@ class Scheduler:
                 self.engine.ctx.seq_remove(self._r.prefix_seq, -1, -1)
 
     @property
+    def running(self) -> int:
+        """Requests started and not yet done."""
+        return len(self._r.states) if self._r is not None else 0
+
+    @property
     def idle(self) -> bool:
         """No prompt in evaluation and no sample decoding (a request source may block now)."""
         return self._r is None or not (self._r.jobs or self._r.decoding)
