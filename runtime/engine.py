@@ -333,8 +333,8 @@ def json_schema_grammar(schema_text: str) -> str:
     try:
         json.loads(schema_text)
         return json_schema_to_gbnf(schema_text)
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise UsageError(f"invalid JSON schema: {exc}") from None
+    except Exception as exc:  # the converter asserts, indexes, recurses on what it cannot read
+        raise UsageError(f"invalid JSON schema: {exc or type(exc).__name__}") from None
 
 
 # -- quantizing (llama_model_quantize) ---------------------------------------------------------

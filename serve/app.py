@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ class ServerState:
     service: Any = None  # runtime.service.GenerationService; None while loading
     stopping: bool = False
     log: Callable[[str], None] | None = None  # -v: one line per request (with its prompt's beginning)
+    report_error: Callable[[str], None] | None = None  # an internal error, one line (no prompt text)
     created: int = field(default_factory=wire.now)
 
 
@@ -89,6 +91,19 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 async def _generate(request: Request, state: ServerState, kind: str) -> Response:
+    try:
+        return await _serve_request(request, state, kind)
+    except wire.WireError:
+        raise
+    except Exception as exc:  # a bug, not the client's fault: one line on stderr, a 500, serve on
+        if state.report_error:
+            state.report_error(f"internal error on {request.url.path}: {type(exc).__name__}: {exc}")
+        if os.environ.get("HEARTH_DEBUG"):
+            raise
+        raise wire.WireError(500, f"internal error: {type(exc).__name__}", code="internal_error") from None
+
+
+async def _serve_request(request: Request, state: ServerState, kind: str) -> Response:
     _authorize(request, state)
     service = _ready(state)
     parsed = wire.parse_request(wire.parse_body(await _read_body(request, state.max_body)), kind)

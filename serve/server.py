@@ -125,7 +125,7 @@ def _start_http(sock: socket.socket, settings: ServeSettings, report: Reporter):
     from .app import ServerState, create_app
 
     state = ServerState(model_id="", model_names=set(), api_key=settings.api_key,
-                        log=report.detail if settings.verbose else None)
+                        log=report.detail if settings.verbose else None, report_error=report.warn)
     http = _HttpThread(create_app(state), sock, settings.verbose)
     http.start()
     return state, http

@@ -93,6 +93,7 @@ class _Generation(_Strict):
     top_k: int | None = Field(None, ge=0)  # hearth (and llama.cpp server) extensions
     min_p: float | None = Field(None, ge=0, lt=1)
     repeat_penalty: float | None = Field(None, gt=0, le=5)
+    grammar: str | None = None  # GBNF, as llama.cpp's server takes it
 
     @field_validator("stop")
     @classmethod
@@ -200,7 +201,10 @@ def parse_request(data: dict, kind: Literal["chat", "completion"]) -> Parsed:
         max_tokens = req.max_completion_tokens
     overrides = {"max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed,
                  "stop": req.stop or None, "top_k": req.top_k, "min_p": req.min_p,
-                 "repeat_penalty": req.repeat_penalty, "json_schema": _json_schema(req.response_format)}
+                 "repeat_penalty": req.repeat_penalty, "json_schema": _json_schema(req.response_format),
+                 "grammar": req.grammar}
+    if overrides["grammar"] and overrides["json_schema"] is not None:
+        raise WireError(400, "give a grammar or a JSON response_format, not both", param="grammar")
     if kind == "chat":
         prompts = [[{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in req.messages]]
     else:
