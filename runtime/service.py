@@ -144,11 +144,11 @@ class GenerationService:
         with self._lock:
             if self._stopping:
                 raise BusyError("the server is shutting down", retry_after=5)
-            if len(self._inbox) + len(self._active) >= self.slots + self.queue_limit:
+            accepted = len(self._inbox) + len(self._active)  # the scheduler's one waiting request included
+            if accepted >= self.slots + self.queue_limit:
                 self.counts["rejected"] += 1  # under the lock, as every count
-                raise BusyError(f"the server is busy: {len(self._active)} requests running, "
-                                f"{len(self._inbox)} waiting (the queue holds {self.queue_limit})",
-                                hint="retry after a moment")
+                raise BusyError(f"the server is busy: {accepted} requests accepted, for {self.slots} slots and "
+                                f"a queue of {self.queue_limit}", hint="retry after a moment")
             job.on_events = on_events
             job.wants_text = stream
             job.submitted_at = time.perf_counter()
@@ -169,8 +169,9 @@ class GenerationService:
 
     def status(self) -> dict:
         stats = self.scheduler.stats
+        accepted, running = len(self._inbox) + len(self._active), self.scheduler.running
         return {"slots": self.slots, "context_per_request": self.context_per_request,
-                "running": len(self._active), "queued": len(self._inbox), "queue_limit": self.queue_limit,
+                "running": running, "queued": max(0, accepted - running), "queue_limit": self.queue_limit,
                 **self.counts, "max_batch_rows": stats.max_rows_per_call, "prompt_tokens_evaluated": stats.prompt_tokens,
                 "prompt_tokens_reused": stats.prompt_reused, "generated_tokens": stats.generated}
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))/v1")
 # A grammar that never reaches an accepting state: end-of-generation is never allowed, so an
 # answer runs to max_tokens, and whatever a test does mid-answer provably lands on work left.
 ENDLESS = 'root ::= [a-z ] root\n'
@@ -22,7 +21,9 @@ ENDLESS = 'root ::= [a-z ] root\n'
 class ServerProcess:
     """`hearth serve --port 0 ...`; stderr is collected line by line (a test may read it)."""
 
-    def __init__(self, args: list[str], home: Path, env: dict | None = None, timeout: float = 120):
+    def __init__(self, args: list[str], home: Path, env: dict | None = None, timeout: float = 120,
+                 listening_host: str = "127.0.0.1"):
+        self._listening = re.compile(rf"listening on (http://{re.escape(listening_host)}:(\d+))/v1")
         full_env = dict(os.environ, HEARTH_HOME=str(home / "hearth-home"), HF_HUB_CACHE=str(home / "hf-cache"),
                         HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen([sys.executable, "-m", "hearth.cli", "serve", "--port", "0", *args],
@@ -43,7 +44,7 @@ class ServerProcess:
     def _read_stderr(self) -> None:
         for line in self.proc.stderr:
             self.lines.append(line)
-            match = LISTENING.search(line)
+            match = self._listening.search(line)
             if match:
                 self.base = match.group(1)
                 self._ready.set()
