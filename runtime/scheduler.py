@@ -104,6 +104,7 @@ class GenStats:
     pure_decode_s: float = 0.0
     by_width: dict = field(default_factory=dict)  # rows per decode-only call -> [calls, seconds]
     moves: int = 0  # KV streams: samples moved to a lower sequence id
+    seq_runs: int = 0  # KV streams: runs of consecutive sequence ids over the decode calls (one micro-batch each)
 
     def as_dict(self) -> dict:
         return {
@@ -120,6 +121,7 @@ class GenStats:
             "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
             "generated": self.generated,
             "moves": self.moves,
+            "runs_per_call": round(self.seq_runs / self.decode_calls, 2) if self.decode_calls else 0.0,
         }
 
 
@@ -172,6 +174,7 @@ class _RequestState:
     launched: int = 0
     closed: bool = False  # no more samples: the caller settled it (e.g. the vote is decided)
     error: Exception | None = None  # the request failed after it started (e.g. its grammar)
+    continued: bool = False  # it reused its own kept cache: a conversation's next turn
 
 
 @dataclass
@@ -216,14 +219,22 @@ class Scheduler:
     engine, its settings and the statistics across runs.
     """
 
-    def __init__(self, engine: Engine, share_prefix: bool = False):
+    def __init__(self, engine: Engine, share_prefix: bool = False, keep_caches: int | None = None):
         self.engine = engine
+        # Kept caches of continued conversations (a request that reused its own earlier turns)
+        # that nothing but a fresh prompt with no other place may overwrite: the `keep_caches`
+        # most recently used (None: every kept cache). Other kept caches give way when decoding
+        # ids have a gap: with KV streams each gap costs one more micro-batch per decode call
+        # (~6 ms on SmolLM2, 2 cores) for as long as the sample runs, while a lost cache costs one
+        # prompt evaluation if its conversation ever returns.
+        self.keep_caches = keep_caches
         self.stats = GenStats()
         self.share_prefix = share_prefix and engine.config.n_seq_max > 1
         self.streams = not engine.config.kv_unified and engine.config.n_seq_max > 1
         self._r: _Run | None = None
         self._use_clock = itertools.count()
         self._last_used: dict[int, int] = {}  # sequence -> when its cache was last written (LRU)
+        self._continued: set[int] = set()  # sequences whose kept cache is a continued conversation
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
@@ -288,6 +299,7 @@ class Scheduler:
                 self._finish(sample, reason)
         for job in [j for j in self._r.jobs if j.state is state]:
             self._drop_job(job)
+        self._r.decoding = [s for s in self._r.decoding if not s.done]  # called between steps: no stale row
         self._maybe_done(state)
 
     # -- admission ------------------------------------------------------------------------
@@ -341,10 +353,12 @@ class Scheduler:
         """
         movable = sorted((s for s in self._r.decoding if not s.done), key=lambda s: s.seq_id)
         ctx = self.engine.ctx
-        # Only into ids that hold no kept cache: a conversation's next turn is worth more.
-        while movable and (target := self._lowest_uncached()) is not None and target < movable[-1].seq_id:
+        while movable and (target := self._move_target(_runs([s.seq_id for s in movable]) > 1)) is not None \
+                and target < movable[-1].seq_id:
             sample = movable.pop()
             self._r.pool.take_id(target)
+            self.engine.cached.pop(target, None)
+            self._continued.discard(target)
             ctx.seq_copy(sample.seq_id, target)
             ctx.seq_remove(sample.seq_id, -1, -1)
             self._r.pool.release(sample.seq_id)
@@ -370,11 +384,13 @@ class Scheduler:
             start = _common_prefix(engine.cached.get(seq_ids[0], []), request.prompt)
             start = min(start, len(request.prompt) - 1)  # the last prompt token must be evaluated
         shared = self._shared_prefix_len(request.prompt)
+        state.continued = reuse and start >= max(shared + 1, MIN_SHARED_PREFIX)
         if shared > start:  # the shared prefix gives more than the sequence's own cache
             start = 0
         for seq in seq_ids:
             engine.ctx.seq_remove(seq, start, -1)
             engine.cached.pop(seq, None)
+            self._continued.discard(seq)
         if shared > start:
             start = shared
             for seq in job.seq_ids:
@@ -397,15 +413,29 @@ class Scheduler:
 
     def _take_fresh(self, highest: bool = False) -> int:
         """A sequence for a new prompt: one holding no kept cache (lowest, or highest for a
-        holder), else the least recently used cache is given up."""
+        holder), else the least recently used unprotected cache is given up, else the least
+        recently used protected one."""
         free = [seq for seq in self._r.pool.free_ids if seq not in self.engine.cached]
         if free:
             return self._r.pool.take_id(free[-1] if highest else free[0])
-        oldest = min(self._r.pool.free_ids, key=lambda seq: self._last_used.get(seq, -1))
+        protected = self._protected()
+        oldest = min(self._r.pool.free_ids, key=lambda seq: (seq in protected, self._last_used.get(seq, -1)))
         return self._r.pool.take_id(oldest)
 
-    def _lowest_uncached(self) -> int | None:
-        return next((seq for seq in self._r.pool.free_ids if seq not in self.engine.cached), None)
+    def _protected(self) -> set[int]:
+        """Kept caches nothing may overwrite while another place exists (see `keep_caches`)."""
+        cached = self.engine.cached
+        if self.keep_caches is None:
+            return set(cached)
+        continued = [seq for seq in cached if seq in self._continued]
+        return set(sorted(continued, key=lambda seq: self._last_used.get(seq, -1), reverse=True)[:self.keep_caches])
+
+    def _move_target(self, gaps: bool) -> int | None:
+        """The lowest free id a decoding sample may move to: one with no kept cache, or, when the
+        decoding ids have a gap to close, one whose kept cache is not protected."""
+        cached, protected = self.engine.cached, self._protected() if gaps else set()
+        return next((seq for seq in self._r.pool.free_ids
+                     if seq not in cached or (gaps and seq not in protected)), None)
 
     def _shared_prefix_len(self, prompt: list[int]) -> int:
         shared = min(_common_prefix(self._r.prefix, prompt), len(prompt) - 1)
@@ -481,6 +511,7 @@ class Scheduler:
             width[0] += 1
             width[1] += elapsed
         if rows:
+            self.stats.seq_runs += _runs(sorted({r[0] for r in plan})) if self.streams else 1
             self.stats.decode_s += elapsed
             self.stats.decode_rows += len(rows)
             self.stats.decode_calls += 1
@@ -564,9 +595,12 @@ class Scheduler:
         if tail:
             self._r.hooks.on_text(sample, tail)
         request, engine = sample.request, self.engine
+        state = self._r.states.get(id(request))
         if request.reuse_prefix and reason != "cancelled":
             engine.cached[sample.seq_id] = (request.prompt + sample.tokens)[: sample.n_past]
             self._last_used[sample.seq_id] = next(self._use_clock)
+            if state is not None and state.continued:
+                self._continued.add(sample.seq_id)
         else:
             engine.ctx.seq_remove(sample.seq_id, -1, -1)
         if sample.sampler is not None:
@@ -574,7 +608,6 @@ class Scheduler:
             sample.sampler = None
         self._r.pool.release(sample.seq_id)
         self._r.hooks.on_finish(sample)
-        state = self._r.states.get(id(request))
         if state is not None:
             self._launch_more(state)
             self._maybe_done(state)
@@ -629,6 +662,11 @@ class Scheduler:
 def _seqs_needed(request: GenRequest) -> int:
     live = min(request.parallel or request.n, request.n)
     return live + (1 if live < request.n else 0)
+
+
+def _runs(ids: list[int]) -> int:
+    """Runs of consecutive ids in a sorted list: [0, 1, 2, 5, 6] has 2."""
+    return sum(1 for i, seq in enumerate(ids) if i == 0 or seq != ids[i - 1] + 1)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

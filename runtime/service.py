@@ -90,7 +90,9 @@ class GenerationService:
         self.options = options or GenerationOptions()
         self.slots = parallel
         self.queue_limit = max(0, queue)
-        self.scheduler = Scheduler(loaded.engine, share_prefix=True)
+        # Half the slots' conversations keep their KV whatever happens; older ones give way when
+        # decoding sequences must close a gap (KV streams: each gap is one more micro-batch).
+        self.scheduler = Scheduler(loaded.engine, share_prefix=True, keep_caches=max(1, parallel // 2))
         self.counts = {"completed": 0, "cancelled": 0, "failed": 0, "rejected": 0}
         self._lock = threading.Condition()
         self._inbox: deque[Job] = deque()  # submitted, not yet read by the scheduler
@@ -173,7 +175,8 @@ class GenerationService:
         return {"slots": self.slots, "context_per_request": self.context_per_request,
                 "running": running, "queued": max(0, accepted - running), "queue_limit": self.queue_limit,
                 **self.counts, "max_batch_rows": stats.max_rows_per_call, "prompt_tokens_evaluated": stats.prompt_tokens,
-                "prompt_tokens_reused": stats.prompt_reused, "generated_tokens": stats.generated}
+                "prompt_tokens_reused": stats.prompt_reused, "generated_tokens": stats.generated,
+                "micro_batches_per_call": stats.as_dict()["runs_per_call"]}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop intake, cancel queued and running work (their clients get an error), join the

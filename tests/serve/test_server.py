@@ -11,7 +11,7 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import ENDLESS, wait_for
+from serve_process import ENDLESS, wait_for
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 

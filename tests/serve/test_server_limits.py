@@ -12,7 +12,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import ENDLESS, ServerProcess, wait_for
+from serve_process import ENDLESS, ServerProcess, wait_for
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 KEY = "s3cret-key"

@@ -262,3 +262,43 @@ def test_a_request_whose_sampler_fails_is_reported_and_the_others_go_on(unified)
     assert errors == [(True, "the grammar does not parse (llama.cpp rejected it)")]
     assert [results[0][0].tokens, results[2][0].tokens] == [reference_tokens(r.prompt, 10) for r in good]
     assert engine.ctx.used_cells() == 0
+
+
+def long_prompts(n: int, tokens: int, seed: int = 40) -> list[list[int]]:
+    """Prompts whose greedy answer runs to `tokens` without an end token."""
+    found = [p for s in range(seed, seed + 400) for p in prompts(1, seed=s) if len(reference_tokens(p, tokens)) == tokens]
+    return found[:n]
+
+
+@pytest.mark.parametrize("keep, moved_to", [(1, 2), (0, 0)])
+def test_a_gap_is_closed_over_a_single_turn_cache_but_not_over_a_continued_conversation(keep, moved_to):
+    engine = FakeEngine(n_seq_max=4, kv_unified=False, n_ctx=4 * 256)
+    scheduler = Scheduler(engine, keep_caches=keep)
+    talk = long_prompts(1, 6, seed=60)[0]
+    first = scheduler.run([GenRequest(talk, GREEDY, 6, reuse_prefix=True)])[0][0]
+    scheduler.run([GenRequest(talk + first.tokens + [7, 8], GREEDY, 6, reuse_prefix=True)])  # turn 2: continued
+    assert set(engine.cached) == {0}
+    long_a, short, long_b = long_prompts(3, 30)
+    requests = [GenRequest(long_a, GREEDY, 30, reuse_prefix=True), GenRequest(short, GREEDY, 3, reuse_prefix=True),
+                GenRequest(long_b, GREEDY, 30)]
+    results = scheduler.run(requests)  # in 1, 2, 3; the short one ends first and keeps its cache in 2
+    assert [r[0].tokens for r in results] == [reference_tokens(r.prompt, r.max_tokens) for r in requests]
+    assert results[2][0].seq_id == moved_to and scheduler.stats.moves == 1  # the gap at 2 closed
+    assert (0 in engine.cached) == (moved_to != 0)  # the continued conversation kept its cache (keep=1)
+
+
+@pytest.mark.parametrize("unified", LAYOUTS)
+def test_closing_a_running_request_between_steps_hands_its_sequence_on_cleanly(unified):
+    """A server's client leaves mid-answer: its sequence goes to the request that waited for it."""
+    engine = FakeEngine(n_seq_max=1, kv_unified=unified)
+    leaving, waiting = (GenRequest(p, GREEDY, 30) for p in long_prompts(2, 30))
+    scheduler = Scheduler(engine)
+    steps = scheduler.steps([leaving, waiting])
+    for _ in range(5):
+        next(steps)
+    scheduler.close_request(leaving, "cancelled")
+    for _ in steps:
+        pass
+    first, second = scheduler._last_results
+    assert first[0].finish_reason == "cancelled" and second[0].tokens == reference_tokens(waiting.prompt, 30)
+    assert engine.ctx.used_cells() == 0
