@@ -93,6 +93,16 @@ class Model:
         return self._loaded.resolved.reference
 
     @property
+    def path(self):
+        """The GGUF file (the first one of a split model)."""
+        return self._loaded.resolved.path
+
+    @property
+    def source(self) -> str:
+        """Where the reference resolved: default | file | store | registry."""
+        return self._loaded.resolved.source
+
+    @property
     def plan(self):
         return self._loaded.plan
 
@@ -210,6 +220,20 @@ class Model:
         self._loaded.use_layout(1, True)
         return ChatSession(self._loaded, opts.sampling("chat"), opts.max_tokens_for("chat"), system,
                            loader=lambda ref, request: _load_resolved(ref, request, self.verbose))
+
+    # -- many clients --------------------------------------------------------------------------
+    def service(self, parallel: int | None = None, *, ctx: int | None = None, queue: int | None = None,
+                options: GenerationOptions | None = None, on_layout: Callable[[str], None] | None = None,
+                **overrides):
+        """Start a GenerationService: one engine thread that owns this model and batches the
+        requests of many concurrent clients (`hearth serve` runs on it). `parallel` requests
+        decode together (default as `hearth batch`), each with `ctx` KV cells (default: planned);
+        `queue` more may wait. Call its `.stop()` before closing the model."""
+        from .runtime.service import DEFAULT_QUEUE, GenerationService
+
+        opts = (options or self.options).merged(**overrides)
+        return GenerationService(self._loaded, opts, parallel=parallel, ctx=ctx,
+                                 queue=DEFAULT_QUEUE if queue is None else queue, on_layout=on_layout)
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:

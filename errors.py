@@ -99,3 +99,11 @@ class InputFormatError(HearthError):
     """An input file (JSONL, session, schema) is malformed."""
 
     exit_code = 2
+
+
+class BusyError(HearthError):
+    """A generation service cannot take the request now: its queue is full, or it is stopping."""
+
+    def __init__(self, message: str, hint: str | None = None, retry_after: int = 1):
+        super().__init__(message, hint)
+        self.retry_after = retry_after  # seconds a client should wait before trying again

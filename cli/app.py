@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "Chat with a model in the terminal. /help lists the commands."),
     "batch": ("batch", "Generate an answer for every line of a JSONL file."),
     "batch-merge": ("batch", "Join the outputs of `hearth batch --shard I/N` jobs, checking every id appears once."),
+    "serve": ("serve", "Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models) on this model."),
     "pull": ("models", "Download a GGUF model from the Hugging Face hub (resumable, sha256-verified)."),
     "list": ("models", "List the GGUF models in the local store (the Hugging Face cache)."),
     "show": ("models", "Show a model's GGUF metadata: architecture, layers, heads, vocab, template, quant types."),

@@ -112,8 +112,11 @@ class ReasoningResult:
         }
 
 
-class _ReasoningHooks(Hooks):
-    """Per-sample early stop and DeepConf cuts as tokens arrive; the vote as samples finish."""
+class ReasoningHooks(Hooks):
+    """Per-sample early stop and DeepConf cuts as tokens arrive; the vote as samples finish.
+
+    They see one request's samples only, so a loop serving many requests (`hearth serve`) gives
+    each reasoning request its own hooks and routes that request's events to them."""
 
     def __init__(self, generator: Scheduler, config: ReasoningConfig, on_update: Callable | None):
         self.generator = generator
@@ -177,10 +180,25 @@ def reason(generator: Scheduler, prompt_tokens: list[int], params: SamplingParam
            config: ReasoningConfig, stop: tuple[str, ...] = (), on_update: Callable | None = None) -> ReasoningResult:
     """Sample, extract, vote; `on_update(sample, answer)` is called for a live view."""
     started = time.perf_counter()
-    hooks = _ReasoningHooks(generator, config, on_update)
-    request = GenRequest(prompt_tokens, params, max_tokens, stop, n=config.k, parallel=config.live_samples(),
-                         confidence_top_k=CONFIDENCE_TOP_K)
+    hooks = ReasoningHooks(generator, config, on_update)
+    request = reasoning_request(prompt_tokens, params, max_tokens, config, stop)
     samples = generator.run([request], hooks)[0]
+    return reasoning_result(samples, hooks, len(prompt_tokens), time.perf_counter() - started,
+                            generator.stats.as_dict())
+
+
+def reasoning_request(prompt_tokens: list[int], params: SamplingParams, max_tokens: int, config: ReasoningConfig,
+                      stop: tuple[str, ...] = (), key=None) -> GenRequest:
+    """The scheduler request of one reasoning question: K samples from one prompt evaluation,
+    `config.live_samples()` alive at once, token confidences recorded for the weighted vote."""
+    return GenRequest(prompt_tokens, params, max_tokens, stop, n=config.k, parallel=config.live_samples(),
+                      confidence_top_k=CONFIDENCE_TOP_K, key=key)
+
+
+def reasoning_result(samples: list[Sample], hooks: ReasoningHooks, prompt_tokens: int, wall_s: float,
+                     stats: dict | None = None) -> ReasoningResult:
+    """Extract every sample's answer and vote (after the request's samples have all ended)."""
+    config = hooks.config
     results = [_sample_result(s, config) for s in samples]
     tally = vote(results, config.vote)
     tokens_total = sum(len(s.tokens) for s in samples)
@@ -189,8 +207,8 @@ def reason(generator: Scheduler, prompt_tokens: list[int], params: SamplingParam
     return ReasoningResult(
         answer=tally.answer, vote=tally, samples=results, finish_reasons=[s.finish_reason for s in samples],
         tokens_total=tokens_total, tokens_saved_est=max(0, round(full_estimate - tokens_total)),
-        stopped_early=hooks.settled, stop_reason=hooks.stop_reason, prompt_tokens=len(prompt_tokens),
-        wall_s=time.perf_counter() - started, stats=generator.stats.as_dict(),
+        stopped_early=hooks.settled, stop_reason=hooks.stop_reason, prompt_tokens=prompt_tokens,
+        wall_s=wall_s, stats=stats or {},
     )
 
 
@@ -214,20 +232,9 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
     With `answer="number"` the last user message gets the step-by-step instruction ending in the
     `#### <number>` line the extractor reads. On a GPU all samples run at once (`parallel_for`).
     """
-    from dataclasses import replace as with_changes
-
-    from ..errors import UsageError
-    from .answers import parse_answer_mode
-    from .prompts import reasoning_prompt
-
-    parse_answer_mode(answer)  # a bad answer mode fails before any work
-    if not isinstance(samples, int) or samples < 1:
-        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
-    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
-    if answer == "number" and messages and messages[-1].get("role") == "user":
-        messages = messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
+    config = reasoning_config(samples, answer, vote, adaptive, on_gpu=loaded.plan.n_gpu_layers > 0)
+    messages = reasoning_messages(messages, answer)
     max_tokens = options.max_tokens_for("reason")
-    config = with_changes(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0))
     if not loaded.engine.config.kv_unified:  # after a batch: K samples share one prompt's cells
         loaded.use_layout(1, True)
     tokens = loaded.prompt_tokens(messages)
@@ -237,3 +244,37 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
     loaded.ensure_context(needed)
     return reason(Scheduler(loaded.engine), tokens, options.sampling("reason", samples), max_tokens, config,
                   options.stop, on_update=on_update)
+
+
+def reasoning_config(samples: int, answer: str = "auto", vote: str = "weighted", adaptive: bool = True, *,
+                     on_gpu: bool = False, max_sequences: int | None = None) -> ReasoningConfig:
+    """A checked ReasoningConfig: a bad answer mode, vote method or sample count fails before any
+    work. `max_sequences` caps the live samples (plus the prompt's holder) to what a context has."""
+    from dataclasses import replace as with_changes
+
+    from ..errors import UsageError
+    from .answers import parse_answer_mode
+    from .voting import VOTE_METHODS
+
+    parse_answer_mode(answer)
+    if vote not in VOTE_METHODS:
+        raise UsageError(f"unknown vote method {vote!r}", hint="use majority or weighted")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
+    config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
+    config = with_changes(config, parallel=parallel_for(samples, on_gpu))
+    if max_sequences is not None and config.sequences_needed() > max_sequences:
+        if max_sequences < 2 and samples > 1:
+            raise UsageError(f"{samples} samples need at least 2 sequences, the context has {max_sequences}")
+        config = with_changes(config, parallel=max(1, max_sequences - 1) if samples > 1 else 1)
+    return config
+
+
+def reasoning_messages(messages: list[dict], answer: str) -> list[dict]:
+    """With `answer="number"` the last user message gets the step-by-step instruction ending in
+    the `#### <number>` line the extractor reads."""
+    from .prompts import reasoning_prompt
+
+    if answer == "number" and messages and messages[-1].get("role") == "user":
+        return messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
+    return messages

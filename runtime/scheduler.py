@@ -7,19 +7,23 @@ One loop serves every mode:
 - `hearth batch`: many requests, continuous batching — when a sample finishes its sequence id
   and KV cells are freed and the next prompt is admitted at once, its prompt chunks riding in the
   same decode calls as the other sequences' next tokens;
-- `hearth chat`: `reuse_prefix` keeps a sequence's KV cache between calls, so only the part of
-  the new prompt that differs from what the cache holds is evaluated.
+- `hearth chat` and `hearth serve`: `reuse_prefix` keeps a sequence's KV cache between calls, so
+  only the part of the new prompt that differs from what the cache holds is evaluated; with
+  several sequences, a request takes the free one whose cache shares the longest prefix with its
+  prompt (a conversation's next turn finds its earlier turns), and fresh requests take sequences
+  that hold no cache before evicting the least recently used one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from ..errors import ContextOverflowError
+from ..errors import ContextOverflowError, HearthError
 from .engine import Engine
 from .sampling import SamplingParams, sample_seeds
 from .sequences import SequencePool
@@ -61,6 +65,7 @@ class Sample:
     logprob_sum: float = 0.0
     token_confidences: list[float] = field(default_factory=list)
     first_token_at: float | None = None
+    prompt_reused: int = 0  # prompt tokens served from the KV cache (prefix reuse or sharing)
     stream: TextStream = field(default_factory=TextStream)
 
     def __post_init__(self) -> None:
@@ -99,6 +104,7 @@ class GenStats:
     pure_decode_s: float = 0.0
     by_width: dict = field(default_factory=dict)  # rows per decode-only call -> [calls, seconds]
     moves: int = 0  # KV streams: samples moved to a lower sequence id
+    seq_runs: int = 0  # KV streams: runs of consecutive sequence ids over the decode calls (one micro-batch each)
 
     def as_dict(self) -> dict:
         return {
@@ -115,6 +121,7 @@ class GenStats:
             "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
             "generated": self.generated,
             "moves": self.moves,
+            "runs_per_call": round(self.seq_runs / self.decode_calls, 2) if self.decode_calls else 0.0,
         }
 
 
@@ -156,6 +163,7 @@ class _PromptJob:
     position: int  # next prompt position to evaluate
     copy_to: list[int] = field(default_factory=list)  # KV streams: sequences given a copy of seq_ids[0] when done
     last_row: int = -1
+    reused: int = 0  # prompt tokens the sequences already held when the job started
 
 
 @dataclass
@@ -165,6 +173,8 @@ class _RequestState:
     holder: int | None = None  # sequence keeping the prompt's KV for samples launched later
     launched: int = 0
     closed: bool = False  # no more samples: the caller settled it (e.g. the vote is decided)
+    error: Exception | None = None  # the request failed after it started (e.g. its grammar)
+    continued: bool = False  # it reused its own kept cache: a conversation's next turn
 
 
 @dataclass
@@ -209,12 +219,22 @@ class Scheduler:
     engine, its settings and the statistics across runs.
     """
 
-    def __init__(self, engine: Engine, share_prefix: bool = False):
+    def __init__(self, engine: Engine, share_prefix: bool = False, keep_caches: int | None = None):
         self.engine = engine
+        # Kept caches of continued conversations (a request that reused its own earlier turns)
+        # that nothing but a fresh prompt with no other place may overwrite: the `keep_caches`
+        # most recently used (None: every kept cache). Other kept caches give way when decoding
+        # ids have a gap: with KV streams each gap costs one more micro-batch per decode call
+        # (~6 ms on SmolLM2, 2 cores) for as long as the sample runs, while a lost cache costs one
+        # prompt evaluation if its conversation ever returns.
+        self.keep_caches = keep_caches
         self.stats = GenStats()
         self.share_prefix = share_prefix and engine.config.n_seq_max > 1
         self.streams = not engine.config.kv_unified and engine.config.n_seq_max > 1
         self._r: _Run | None = None
+        self._use_clock = itertools.count()
+        self._last_used: dict[int, int] = {}  # sequence -> when its cache was last written (LRU)
+        self._continued: set[int] = set()  # sequences whose kept cache is a continued conversation
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[GenRequest] | Any, hooks: Hooks | None = None) -> list[list[Sample]]:
@@ -253,6 +273,11 @@ class Scheduler:
                 self.engine.ctx.seq_remove(self._r.prefix_seq, -1, -1)
 
     @property
+    def running(self) -> int:
+        """Requests started and not yet done."""
+        return len(self._r.states) if self._r is not None else 0
+
+    @property
     def idle(self) -> bool:
         """No prompt in evaluation and no sample decoding (a request source may block now)."""
         return self._r is None or not (self._r.jobs or self._r.decoding)
@@ -260,6 +285,12 @@ class Scheduler:
     def close_request(self, request: GenRequest, reason: str) -> None:
         """End a request now: launch no more samples, end the live ones with `reason`."""
         state = self._r.states.get(id(request)) if self._r else None
+        waiting = self._r.waiting if self._r is not None else ()
+        if state is None and any(r is request for r in waiting):
+            # read from the source but not started: it ends with no sample (identity, not ==)
+            self._r.waiting = deque(r for r in waiting if r is not request)
+            self._r.hooks.on_request_done(request, [])
+            return
         if state is None or state.closed:
             return
         state.closed = True
@@ -268,6 +299,7 @@ class Scheduler:
                 self._finish(sample, reason)
         for job in [j for j in self._r.jobs if j.state is state]:
             self._drop_job(job)
+        self._r.decoding = [s for s in self._r.decoding if not s.done]  # called between steps: no stale row
         self._maybe_done(state)
 
     # -- admission ------------------------------------------------------------------------
@@ -319,11 +351,14 @@ class Scheduler:
         A move copies the sample's whole stream (a few MB, at the next decode), far cheaper than
         the extra micro-batch a gap costs once requests run out at the end of a batch.
         """
-        movable = sorted((s for s in self._r.decoding if not s.done and not s.request.reuse_prefix),
-                         key=lambda s: s.seq_id)
+        movable = sorted((s for s in self._r.decoding if not s.done), key=lambda s: s.seq_id)
         ctx = self.engine.ctx
-        while movable and len(self._r.pool) and self._r.pool.lowest_free < movable[-1].seq_id:
-            sample, target = movable.pop(), self._r.pool.take()
+        while movable and (target := self._move_target(_runs([s.seq_id for s in movable]) > 1)) is not None \
+                and target < movable[-1].seq_id:
+            sample = movable.pop()
+            self._r.pool.take_id(target)
+            self.engine.cached.pop(target, None)
+            self._continued.discard(target)
             ctx.seq_copy(sample.seq_id, target)
             ctx.seq_remove(sample.seq_id, -1, -1)
             self._r.pool.release(sample.seq_id)
@@ -335,31 +370,72 @@ class Scheduler:
         state = _RequestState(request)
         self._r.states[id(request)] = state
         live = min(request.parallel or request.n, request.n)
-        fork_ids = [self._r.pool.take() for _ in range(live)]
+        reuse = request.reuse_prefix and request.n == 1
+        fork_ids = [self._reuse_slot(request.prompt) if reuse else self._take_fresh() for _ in range(live)]
         if live < request.n:  # from the top: a holder is never in a decode call, keep it out of the run
-            state.holder = self._r.pool.take(highest=True)
+            state.holder = self._take_fresh(highest=True)
         seq_ids = fork_ids + ([state.holder] if state.holder is not None else [])
         self._r.reserved += request.kv_cells()
         # KV streams: the prompt goes to one sequence, the others get a copy of its stream when done
         job = (_PromptJob(state, seq_ids[:1], fork_ids, 0, copy_to=seq_ids[1:]) if self.streams
                else _PromptJob(state, seq_ids, fork_ids, 0))
-        if request.reuse_prefix and request.n == 1:
+        start = 0
+        if reuse:
             start = _common_prefix(engine.cached.get(seq_ids[0], []), request.prompt)
             start = min(start, len(request.prompt) - 1)  # the last prompt token must be evaluated
-            engine.ctx.seq_remove(seq_ids[0], start, -1)
-        else:
-            for seq in seq_ids:
-                engine.ctx.seq_remove(seq, -1, -1)
-            start = self._shared_prefix_len(request.prompt)
-            for seq in job.seq_ids if start else ():
-                engine.ctx.copy_prefix(self._r.prefix_seq, seq, start)
+        shared = self._shared_prefix_len(request.prompt)
+        state.continued = reuse and start >= max(shared + 1, MIN_SHARED_PREFIX)
+        if shared > start:  # the shared prefix gives more than the sequence's own cache
+            start = 0
         for seq in seq_ids:
+            engine.ctx.seq_remove(seq, start, -1)
             engine.cached.pop(seq, None)
+            self._continued.discard(seq)
+        if shared > start:
+            start = shared
+            for seq in job.seq_ids:
+                engine.ctx.copy_prefix(self._r.prefix_seq, seq, start)
         self.stats.prompt_reused += start
         self.stats.prompt_evals += 1
         state.launched = live
-        job.position = start
+        job.position = job.reused = start
         self._r.jobs.append(job)
+
+    def _reuse_slot(self, prompt: list[int]) -> int:
+        """The free sequence whose kept cache shares the longest prefix with `prompt` (at least
+        MIN_SHARED_PREFIX tokens, or the only one there is), else a fresh one."""
+        cached = self.engine.cached
+        free = self._r.pool.free_ids
+        best = max(free, key=lambda seq: _common_prefix(cached.get(seq, ()), prompt), default=None)
+        if best is not None and (len(free) == 1 or _common_prefix(cached.get(best, ()), prompt) >= MIN_SHARED_PREFIX):
+            return self._r.pool.take_id(best)
+        return self._take_fresh()
+
+    def _take_fresh(self, highest: bool = False) -> int:
+        """A sequence for a new prompt: one holding no kept cache (lowest, or highest for a
+        holder), else the least recently used unprotected cache is given up, else the least
+        recently used protected one."""
+        free = [seq for seq in self._r.pool.free_ids if seq not in self.engine.cached]
+        if free:
+            return self._r.pool.take_id(free[-1] if highest else free[0])
+        protected = self._protected()
+        oldest = min(self._r.pool.free_ids, key=lambda seq: (seq in protected, self._last_used.get(seq, -1)))
+        return self._r.pool.take_id(oldest)
+
+    def _protected(self) -> set[int]:
+        """Kept caches nothing may overwrite while another place exists (see `keep_caches`)."""
+        cached = self.engine.cached
+        if self.keep_caches is None:
+            return set(cached)
+        continued = [seq for seq in cached if seq in self._continued]
+        return set(sorted(continued, key=lambda seq: self._last_used.get(seq, -1), reverse=True)[:self.keep_caches])
+
+    def _move_target(self, gaps: bool) -> int | None:
+        """The lowest free id a decoding sample may move to: one with no kept cache, or, when the
+        decoding ids have a gap to close, one whose kept cache is not protected."""
+        cached, protected = self.engine.cached, self._protected() if gaps else set()
+        return next((seq for seq in self._r.pool.free_ids
+                     if seq not in cached or (gaps and seq not in protected)), None)
 
     def _shared_prefix_len(self, prompt: list[int]) -> int:
         shared = min(_common_prefix(self._r.prefix, prompt), len(prompt) - 1)
@@ -369,7 +445,7 @@ class Scheduler:
         """Keep the first evaluated prompt's KV in the prefix sequence for later requests."""
         prompt = job.state.request.prompt
         keep = min(len(prompt) - 1, PREFIX_CAP)
-        if self._r.prefix or not self.share_prefix or job.state.request.reuse_prefix or keep < MIN_SHARED_PREFIX:
+        if self._r.prefix or not self.share_prefix or keep < MIN_SHARED_PREFIX:
             return
         self.engine.ctx.copy_prefix(job.seq_ids[0], self._r.prefix_seq, keep)
         self._r.prefix = prompt[:keep]
@@ -377,7 +453,7 @@ class Scheduler:
 
     def _launch_late_sample(self, state: _RequestState) -> None:
         """Start one more sample from the held prompt: copy its KV, re-evaluate only the last token."""
-        seq = self._r.pool.take()
+        seq = self._take_fresh()
         n_prompt = len(state.request.prompt)
         self.engine.ctx.seq_remove(seq, -1, -1)
         self.engine.ctx.copy_prefix(state.holder, seq, n_prompt - 1)
@@ -435,6 +511,7 @@ class Scheduler:
             width[0] += 1
             width[1] += elapsed
         if rows:
+            self.stats.seq_runs += _runs(sorted({r[0] for r in plan})) if self.streams else 1
             self.stats.decode_s += elapsed
             self.stats.decode_rows += len(rows)
             self.stats.decode_calls += 1
@@ -457,13 +534,20 @@ class Scheduler:
         for seq in job.copy_to if not state.closed else ():
             self.engine.ctx.seq_copy(job.seq_ids[0], seq)
         for seq in job.fork_ids:
-            if state.closed:
+            index = len(state.samples)
+            sampler = None
+            if not state.closed:
+                try:
+                    sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
+                except HearthError as exc:  # e.g. a grammar llama.cpp rejects: this request fails, not the run
+                    state.error = exc
+                    self.close_request(request, "cancelled")
+            if sampler is None:
                 self.engine.ctx.seq_remove(seq, -1, -1)
                 self._r.pool.release(seq)
                 continue
-            index = len(state.samples)
-            sample = Sample(request, index, seq, n_past=len(request.prompt))
-            sample.sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
+            sample = Sample(request, index, seq, n_past=len(request.prompt), prompt_reused=job.reused)
+            sample.sampler = sampler
             state.samples.append(sample)
             self._r.decoding.append(sample)
             self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
@@ -511,8 +595,12 @@ class Scheduler:
         if tail:
             self._r.hooks.on_text(sample, tail)
         request, engine = sample.request, self.engine
+        state = self._r.states.get(id(request))
         if request.reuse_prefix and reason != "cancelled":
             engine.cached[sample.seq_id] = (request.prompt + sample.tokens)[: sample.n_past]
+            self._last_used[sample.seq_id] = next(self._use_clock)
+            if state is not None and state.continued:
+                self._continued.add(sample.seq_id)
         else:
             engine.ctx.seq_remove(sample.seq_id, -1, -1)
         if sample.sampler is not None:
@@ -520,7 +608,6 @@ class Scheduler:
             sample.sampler = None
         self._r.pool.release(sample.seq_id)
         self._r.hooks.on_finish(sample)
-        state = self._r.states.get(id(request))
         if state is not None:
             self._launch_more(state)
             self._maybe_done(state)
@@ -553,7 +640,10 @@ class Scheduler:
         self._r.reserved -= request.kv_cells()
         del self._r.states[id(request)]
         self._r.results[self._r.order[id(request)]] = state.samples
-        self._r.hooks.on_request_done(request, state.samples)
+        if state.error is not None:
+            self._r.hooks.on_request_error(request, state.error)
+        else:
+            self._r.hooks.on_request_done(request, state.samples)
 
     def _finish_all(self, reason: str) -> None:
         """On cancel or Ctrl-C: end every live sample and free its sequence (no stale KV)."""
@@ -572,6 +662,11 @@ class Scheduler:
 def _seqs_needed(request: GenRequest) -> int:
     live = min(request.parallel or request.n, request.n)
     return live + (1 if live < request.n else 0)
+
+
+def _runs(ids: list[int]) -> int:
+    """Runs of consecutive ids in a sorted list: [0, 1, 2, 5, 6] has 2."""
+    return sum(1 for i, seq in enumerate(ids) if i == 0 or seq != ids[i - 1] + 1)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

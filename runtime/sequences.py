@@ -18,6 +18,16 @@ class SequencePool:
     def take(self, highest: bool = False) -> int:
         return self._free.pop(-1 if highest else 0)
 
+    def take_id(self, seq: int) -> int:
+        """Take this free id (a slot chosen for the KV cache it still holds)."""
+        self._free.remove(seq)
+        return seq
+
+    @property
+    def free_ids(self) -> list[int]:
+        """The free ids, lowest first."""
+        return list(self._free)
+
     def release(self, seq: int) -> None:
         if seq in self._free or not 0 <= seq < self.capacity:
             raise ValueError(f"sequence {seq} is not in use")

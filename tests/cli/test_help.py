@@ -48,7 +48,8 @@ def test_top_level_help_lists_commands_without_importing_them():
 def test_top_level_help_imports_nothing_heavy():
     code = ("import sys; from hearth.cli.app import main; sys.argv=['hearth','--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy=[m for m in ('llama_cpp','huggingface_hub','numpy','torch','transformers','ray') if m in sys.modules]\n"
+            "heavy=[m for m in ('llama_cpp','huggingface_hub','numpy','torch','transformers','fastapi','uvicorn',\n"
+            "'starlette','pydantic','openai','httpx','ray') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "HEAVY []" in out

@@ -156,6 +156,10 @@ class FakeEngine:
         self.samplers: list[FakeSampler] = []
 
     def sampler(self, params, seed: int) -> FakeSampler:
+        if params.grammar == "unparsable":  # llama.cpp rejecting a grammar
+            from hearth.errors import UsageError
+
+            raise UsageError("the grammar does not parse (llama.cpp rejected it)")
         sampler = FakeSampler(params, seed)
         self.samplers.append(sampler)
         return sampler

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cli", "runtime", "quantize", "hub")
+PACKAGES = ("cli", "serve", "runtime", "quantize", "hub")
 GROUND = {"errors", "paths", "units"}
-# Bottom to top: a layer may import the layers before it, never one after it.
-LAYERS = ["ground", "hub", "runtime", "quantize", "library", "cli"]
+# Bottom to top: a layer may import the layers before it, never one after it. The faces (cli,
+# serve) sit on top; the CLI may start the server (`hearth serve`), the server never the CLI.
+LAYERS = ["ground", "hub", "runtime", "quantize", "library", "serve", "cli"]
+FACES = ("cli", "serve")
 
 
 def layer_of(module: str) -> str:
@@ -74,9 +76,17 @@ def edges() -> list[tuple[str, str, str, int]]:
     return result
 
 
-def test_the_library_never_imports_the_cli():
-    bad = [f"{where}:{line}" for src, dst, where, line in edges() if src != "cli" and dst == "cli"]
+def test_the_library_never_imports_a_face():
+    bad = [f"{where}:{line}" for src, dst, where, line in edges() if src not in FACES and dst in FACES]
     assert bad == []
+
+
+def test_web_frameworks_are_imported_only_by_the_server():
+    """`hearth --help` and every other command stay free of FastAPI, uvicorn and pydantic."""
+    web = ("fastapi", "uvicorn", "starlette", "pydantic")
+    users = sorted({str(p.relative_to(ROOT)) for p in source_files() for target, _line in imports_of(p)
+                    if target.startswith("ext:") and target[4:].split(".")[0] in web})
+    assert users and all(u.startswith("serve/") for u in users), users
 
 
 def test_layers_import_only_downwards():

@@ -107,13 +107,17 @@ class Declared:
     runtime: set[str]
     feature_extras: set[str]  # extras other than `test`: usable by the package inside functions
     test: set[str]
+    by_extra: dict  # extra name -> its distributions: a package folder named after an extra
+    #                 (serve/ for hearth[serve]) is that feature's own code and may import them anywhere
 
 
 def declared(pyproject: dict) -> Declared:
     project = pyproject["project"]
     extras = project.get("optional-dependencies", {})
-    features = set().union(*(requirement_names(reqs) for name, reqs in extras.items() if name != "test"))
-    return Declared(requirement_names(project["dependencies"]), features, requirement_names(extras.get("test", [])))
+    by_extra = {name: requirement_names(reqs) for name, reqs in extras.items() if name != "test"}
+    features = set().union(*by_extra.values())
+    return Declared(requirement_names(project["dependencies"]), features, requirement_names(extras.get("test", [])),
+                    by_extra)
 
 
 def undeclared(imports: list[FoundImport], allowed, local: set[str], distributions: dict[str, list[str]]) -> list[str]:
@@ -143,7 +147,9 @@ def rules(pyproject: dict):
     deps = declared(pyproject)
 
     def for_package(found: FoundImport) -> set[str]:
-        return deps.runtime | (deps.feature_extras if found.in_function else set())
+        folder = found.file.relative_to(REPO).parts[0] if found.file.is_relative_to(REPO) else ""
+        own = deps.by_extra.get(folder, set())
+        return deps.runtime | own | (deps.feature_extras if found.in_function else set())
 
     def for_tests(found: FoundImport) -> set[str]:
         return deps.runtime | deps.feature_extras | deps.test

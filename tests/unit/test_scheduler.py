@@ -189,3 +189,116 @@ def test_eos_token_is_never_text():
     prompt = prompts(1, seed=6)[0]
     sample = Scheduler(engine).run([GenRequest(prompt, GREEDY, 500)])[0][0]
     assert EOS not in sample.tokens and sample.finish_reason in ("stop", "length")
+
+
+# -- a server's loop: kept caches, cancelled waiting requests, a failing request ----------------
+@pytest.mark.parametrize("unified", LAYOUTS)
+def test_each_conversation_finds_its_own_kept_cache(unified):
+    """Three conversations take turns through one scheduler with four sequences: every turn
+    reuses the sequence holding its earlier turns, and gives the tokens it would alone."""
+    engine = FakeEngine(n_seq_max=4, kv_unified=unified, n_ctx=4 * 512)
+    scheduler = Scheduler(engine)
+    histories = prompts(3, seed=12)
+    slots: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+    for turn in range(4):
+        requests = [GenRequest(h, GREEDY, 6, reuse_prefix=True, key=i) for i, h in enumerate(histories)]
+        order = requests if turn % 2 == 0 else requests[::-1]  # arrival order changes
+        for samples in scheduler.run(order):
+            sample, key = samples[0], samples[0].request.key
+            assert sample.tokens == reference_tokens(sample.request.prompt, 6)
+            if turn:
+                assert sample.prompt_reused >= len(histories[key]) - 6  # the earlier turns came from cache
+            slots[key].add(sample.seq_id)
+            histories[key] = sample.request.prompt + sample.tokens + [5 + turn, 9]
+    assert all(len(s) == 1 for s in slots.values())  # a conversation keeps its sequence
+
+
+def test_a_fresh_prompt_takes_an_empty_sequence_before_evicting_a_cache():
+    engine = FakeEngine(n_seq_max=3, kv_unified=False, n_ctx=3 * 256)
+    scheduler = Scheduler(engine)
+    first = scheduler.run([GenRequest(prompts(1, seed=20)[0], GREEDY, 5, reuse_prefix=True)])[0][0]
+    second = scheduler.run([GenRequest(prompts(1, seed=21)[0], GREEDY, 5, reuse_prefix=True)])[0][0]
+    assert first.seq_id != second.seq_id and set(engine.cached) == {first.seq_id, second.seq_id}
+    scheduler.run([GenRequest(prompts(1, seed=22)[0], GREEDY, 5)])  # not kept: uses the empty one
+    assert set(engine.cached) == {first.seq_id, second.seq_id}
+    third = scheduler.run([GenRequest(prompts(1, seed=23)[0], GREEDY, 5, reuse_prefix=True)])[0][0]
+    fourth = scheduler.run([GenRequest(prompts(1, seed=24)[0], GREEDY, 5, reuse_prefix=True)])[0][0]
+    assert fourth.seq_id == first.seq_id  # all three hold caches: the least recently used goes
+    assert set(engine.cached) == {second.seq_id, third.seq_id, fourth.seq_id}
+
+
+def test_closing_a_request_that_waits_ends_it_without_running_it():
+    engine = FakeEngine(n_seq_max=1)
+    first, waiting = (GenRequest(p, GREEDY, 30) for p in prompts(2, seed=30))
+    done = []
+
+    class Record(Hooks):
+        def on_request_done(self, request, samples):
+            done.append((request is waiting, len(samples)))
+
+    scheduler = Scheduler(engine)
+    steps = scheduler.steps([first, waiting], Record())
+    next(steps)
+    assert any(r is waiting for r in scheduler._r.waiting)  # read, but no sequence is free
+    scheduler.close_request(waiting, "cancelled")
+    for _ in steps:
+        pass
+    assert done == [(True, 0), (False, 1)]
+    assert engine.ctx.used_cells() == 0
+
+
+@pytest.mark.parametrize("unified", LAYOUTS)
+def test_a_request_whose_sampler_fails_is_reported_and_the_others_go_on(unified):
+    engine = FakeEngine(n_seq_max=4, kv_unified=unified, n_ctx=4 * 256)
+    bad = GenRequest(prompts(1, seed=31)[0], SamplingParams(temperature=0.5, grammar="unparsable"), 10, n=2)
+    good = [GenRequest(p, GREEDY, 10) for p in prompts(2, seed=32)]
+    errors = []
+
+    class Catch(Hooks):
+        def on_request_error(self, request, error):
+            errors.append((request is bad, error.message))
+
+    results = Scheduler(engine).run([good[0], bad, good[1]], Catch())
+    assert errors == [(True, "the grammar does not parse (llama.cpp rejected it)")]
+    assert [results[0][0].tokens, results[2][0].tokens] == [reference_tokens(r.prompt, 10) for r in good]
+    assert engine.ctx.used_cells() == 0
+
+
+def long_prompts(n: int, tokens: int, seed: int = 40) -> list[list[int]]:
+    """Prompts whose greedy answer runs to `tokens` without an end token."""
+    found = [p for s in range(seed, seed + 400) for p in prompts(1, seed=s) if len(reference_tokens(p, tokens)) == tokens]
+    return found[:n]
+
+
+@pytest.mark.parametrize("keep, moved_to", [(1, 2), (0, 0)])
+def test_a_gap_is_closed_over_a_single_turn_cache_but_not_over_a_continued_conversation(keep, moved_to):
+    engine = FakeEngine(n_seq_max=4, kv_unified=False, n_ctx=4 * 256)
+    scheduler = Scheduler(engine, keep_caches=keep)
+    talk = long_prompts(1, 6, seed=60)[0]
+    first = scheduler.run([GenRequest(talk, GREEDY, 6, reuse_prefix=True)])[0][0]
+    scheduler.run([GenRequest(talk + first.tokens + [7, 8], GREEDY, 6, reuse_prefix=True)])  # turn 2: continued
+    assert set(engine.cached) == {0}
+    long_a, short, long_b = long_prompts(3, 30)
+    requests = [GenRequest(long_a, GREEDY, 30, reuse_prefix=True), GenRequest(short, GREEDY, 3, reuse_prefix=True),
+                GenRequest(long_b, GREEDY, 30)]
+    results = scheduler.run(requests)  # in 1, 2, 3; the short one ends first and keeps its cache in 2
+    assert [r[0].tokens for r in results] == [reference_tokens(r.prompt, r.max_tokens) for r in requests]
+    assert results[2][0].seq_id == moved_to and scheduler.stats.moves == 1  # the gap at 2 closed
+    assert (0 in engine.cached) == (moved_to != 0)  # the continued conversation kept its cache (keep=1)
+
+
+@pytest.mark.parametrize("unified", LAYOUTS)
+def test_closing_a_running_request_between_steps_hands_its_sequence_on_cleanly(unified):
+    """A server's client leaves mid-answer: its sequence goes to the request that waited for it."""
+    engine = FakeEngine(n_seq_max=1, kv_unified=unified)
+    leaving, waiting = (GenRequest(p, GREEDY, 30) for p in long_prompts(2, 30))
+    scheduler = Scheduler(engine)
+    steps = scheduler.steps([leaving, waiting])
+    for _ in range(5):
+        next(steps)
+    scheduler.close_request(leaving, "cancelled")
+    for _ in steps:
+        pass
+    first, second = scheduler._last_results
+    assert first[0].finish_reason == "cancelled" and second[0].tokens == reference_tokens(waiting.prompt, 30)
+    assert engine.ctx.used_cells() == 0
