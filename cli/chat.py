@@ -81,6 +81,8 @@ def chat(
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
+    lookup: opt.Lookup = False,
+    draft: opt.Draft = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Open this saved session (if it exists) and save to it after every answer.")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", "-k", min=1, max=64, help="Reasoning mode: vote over K samples for every answer (as /think K).")] = None,
     markdown: Annotated[bool, typer.Option("--markdown/--plain", help="Render answers as Markdown on a terminal.")] = True,
@@ -101,6 +103,8 @@ def chat(
       hearth chat --session work --temp 0.3
 
       printf 'Hi!\\n/set temp 0\\nName a color.\\n' | hearth chat --plain
+
+      hearth chat --lookup   (or /lookup on in the chat: faster answers that quote the conversation)
     """
     from ..runtime.conversation import Command
     from ._chat_repl import ChatRepl
@@ -108,8 +112,13 @@ def chat(
 
     out.set_verbosity(verbose)
     options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-                                     repeat_penalty=repeat_penalty, seed=seed)
-    state = load_model(model, ctx, threads, gpu_layers, verbose).chat(system, options)
+                                     repeat_penalty=repeat_penalty, seed=seed, lookup=lookup, draft=draft)
+    loaded = load_model(model, ctx, threads, gpu_layers, verbose)
+    try:
+        state = loaded.chat(system, options)
+    except BaseException:
+        loaded.close()
+        raise
     try:
         repl = ChatRepl(state, session_name=session, markdown=markdown)
         if samples:

@@ -66,6 +66,8 @@ def run(
     ctx: opt.Ctx = None,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
+    lookup: opt.Lookup = False,
+    draft: opt.Draft = None,
     samples: Samples = None,
     vote: Vote = None,
     answer: Answer = None,
@@ -89,12 +91,14 @@ def run(
       hearth run "Name a color" --schema color.schema.json
 
       hearth run "A farmer has 17 sheep and buys 5 more. How many sheep now?" --samples 8 --answer number
+
+      cat app.py | hearth run "Rename the function parse to parse_config:" --lookup --temp 0 -v
     """
     out.set_verbosity(verbose)
     text = read_prompt(prompt)
     options = opt.generation_options(max_tokens=max_tokens, temp=temp, top_k=top_k, top_p=top_p, min_p=min_p,
                                      repeat_penalty=repeat_penalty, seed=seed, stop=stop, schema=schema,
-                                     grammar=grammar)
+                                     grammar=grammar, lookup=lookup, draft=draft)
     if samples is None and answer is None:
         if vote is not None or adaptive is not None or show_reasoning:
             raise UsageError("--vote, --adaptive and --show-reasoning need reasoning mode",
@@ -102,6 +106,7 @@ def run(
     else:
         from .reasoning import run_reasoning
 
+        options.require_plain("reasoning mode (--samples/--answer)")
         run_reasoning(text, options, model=model, system=system, ctx=ctx, threads=threads, gpu_layers=gpu_layers,
                       samples=samples or 1, vote=vote or "weighted", answer=answer or "auto",
                       adaptive=True if adaptive is None else adaptive, show_reasoning=show_reasoning,
@@ -119,3 +124,17 @@ def run(
     t = done.timings
     out.detail(f"load {t['load_s']:.2f}s · prompt {done.usage.prompt_tokens} tok at {t['prompt_tok_s']} tok/s · "
                f"{done.usage.completion_tokens} tok at {t['decode_tok_s']} tok/s")
+    if "speculative" in t:
+        for line in speculative_lines(t["speculative"]):
+            out.detail(line)
+
+
+def speculative_lines(spec: dict) -> list[str]:
+    """-v: the cost curve the draft lengths were chosen from, and what drafting did."""
+    curve = spec["cost_curve"]
+    points = " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"]))
+    share = f" ({spec['acceptance']:.0%})" if spec["acceptance"] is not None else ""
+    chosen = " ".join(f"{n}×{c}" for n, c in spec["draft_length"]["chosen"].items())
+    return [f"cost curve ({curve['source']}; rows:cost of one row) {points} · best {curve['best_speedup']:.2f}x",
+            f"speculative ({spec['mode']}): drafted {spec['drafted']}, accepted {spec['accepted']}{share} · "
+            f"{spec['tokens_per_step'] or 0:.2f} tok/step · draft lengths {chosen}"]

@@ -39,6 +39,7 @@ class GenRequest:
     reuse_prefix: bool = False  # keep this sequence's KV for the next call (n == 1)
     confidence_top_k: int = 0  # >0: record each token's top-k logprob confidence
     ignore_eog: bool = False  # benchmarks: generate max_tokens even past end-of-generation
+    speculation: Any = None  # speculative.Speculation: draft tokens and check them (n == 1)
 
     def kv_cells(self) -> int:
         """KV cells this request can occupy at most: the shared prompt + the live samples' tokens
@@ -62,6 +63,7 @@ class Sample:
     token_confidences: list[float] = field(default_factory=list)
     first_token_at: float | None = None
     stream: TextStream = field(default_factory=TextStream)
+    spec: Any = None  # speculative.SpeculativeSample when the request speculates
 
     def __post_init__(self) -> None:
         self.stream = TextStream(self.request.stop)
@@ -90,7 +92,8 @@ class GenStats:
     prompt_reused: int = 0  # prompt tokens served from the KV cache
     prompt_evals: int = 0  # prompts evaluated (one per request, however many samples)
     prompt_s: float = 0.0
-    decode_rows: int = 0  # sampled tokens fed back through the model
+    decode_rows: int = 0  # sampled (and drafted) tokens fed back through the model
+    decoded: int = 0  # tokens the decode calls yielded (more than their samples' rows when drafts are kept)
     decode_s: float = 0.0
     decode_calls: int = 0
     max_rows_per_call: int = 0
@@ -111,7 +114,7 @@ class GenStats:
             "decode_rows": self.decode_rows,
             "max_rows_per_call": self.max_rows_per_call,
             "decode_s": round(self.decode_s, 4),
-            "decode_tok_s": _rate(self.decode_rows, self.decode_s),
+            "decode_tok_s": _rate(self.decoded, self.decode_s),
             "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
             "generated": self.generated,
             "moves": self.moves,
@@ -398,8 +401,12 @@ class Scheduler:
             self._compact()
         # (sequence, position, token, sequence ids, owner): owner is a decoding Sample, or the
         # _PromptJob whose last prompt token this is (both want logits), or None.
-        plan: list[tuple] = [(s.seq_id, s.n_past, s.tokens[-1], (s.seq_id,), s) for s in self._r.decoding]
-        for sample in self._r.decoding:
+        plan: list[tuple] = []
+        for index, sample in enumerate(self._r.decoding):
+            plan.append((sample.seq_id, sample.n_past, sample.tokens[-1], (sample.seq_id,), sample))
+            room = batch.capacity - len(plan) - (len(self._r.decoding) - index - 1)  # the others' rows first
+            for i, token in enumerate(self._drafts(sample, room)):
+                plan.append((sample.seq_id, sample.n_past + 1 + i, token, (sample.seq_id,), (sample, i)))
             sample.n_past += 1
         budget = batch.capacity - len(plan)
         filled: list[_PromptJob] = []
@@ -418,32 +425,35 @@ class Scheduler:
                 filled.append(job)
         if self.streams:  # one micro-batch per run of consecutive sequence ids, in batch order
             plan.sort(key=lambda r: (r[0], r[1]))
-        rows = []
+        rows, draft_rows = [], {}
         for _seq, pos, token, seq_ids, owner in plan:
             row = batch.add(token, pos, seq_ids, owner is not None)
             if isinstance(owner, Sample):
                 rows.append((owner, row))
+            elif isinstance(owner, tuple):
+                draft_rows.setdefault(id(owner[0]), []).append(row)
             elif owner is not None:
                 owner.last_row = row
         started = time.perf_counter()
         engine.ctx.decode(batch)
         elapsed = time.perf_counter() - started
-        if rows and batch.n == len(rows):
-            self.stats.pure_decode_rows += len(rows)
+        n_rows = len(rows) + sum(len(r) for r in draft_rows.values())
+        if rows and batch.n == n_rows:
+            self.stats.pure_decode_rows += n_rows
             self.stats.pure_decode_s += elapsed
-            width = self.stats.by_width.setdefault(len(rows), [0, 0.0])
+            width = self.stats.by_width.setdefault(n_rows, [0, 0.0])
             width[0] += 1
             width[1] += elapsed
         if rows:
             self.stats.decode_s += elapsed
-            self.stats.decode_rows += len(rows)
+            self.stats.decode_rows += n_rows
             self.stats.decode_calls += 1
-            self.stats.max_rows_per_call = max(self.stats.max_rows_per_call, len(rows))
+            self.stats.max_rows_per_call = max(self.stats.max_rows_per_call, n_rows)
         else:
             self.stats.prompt_s += elapsed
         for sample, row in rows:
             if not sample.done:
-                self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
+                self.stats.decoded += self._take_tokens(sample, [row] + draft_rows.get(id(sample), []))
         for job in filled:
             if job in self._r.jobs:  # not dropped by a hook meanwhile
                 self._hold_prefix(job)
@@ -463,13 +473,45 @@ class Scheduler:
                 continue
             index = len(state.samples)
             sample = Sample(request, index, seq, n_past=len(request.prompt))
-            sample.sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
+            seed = seeds[index % len(seeds)]
+            if request.speculation is not None:
+                sample.spec = request.speculation.start(self.engine, request.params, seed, request.prompt)
+                sample.sampler = sample.spec.sampler
+            else:
+                sample.sampler = self.engine.sampler(request.params, seed)
             state.samples.append(sample)
             self._r.decoding.append(sample)
-            self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
+            self._take_tokens(sample, [job.last_row])
         self._maybe_done(state)
 
     # -- per token ------------------------------------------------------------------------
+    def _drafts(self, sample: Sample, room: int) -> list[int]:
+        """Draft tokens to check after the sample's next token (none without speculation). They
+        stay within its max_tokens (so within its KV cells) and the batch."""
+        if sample.spec is None:
+            return []
+        left = sample.request.max_tokens - len(sample.tokens) - 1  # the step's own token is one
+        return sample.spec.drafts(min(left, room))
+
+    def _take_tokens(self, sample: Sample, rows: list[int]) -> int:
+        """Sample the token(s) of a decoded sample: one per call, or with drafts the ones the
+        target agrees with plus its own next one; the rejected drafts' KV cells are removed.
+        Returns how many tokens the call yielded."""
+        if sample.spec is None:
+            self._accept(sample, sample.sampler.sample(self.engine.ctx, rows[0]), rows[0])
+            return 1
+        fed = sample.n_past + len(rows) - 1  # positions held after the call (the drafts included)
+        emitted = sample.spec.verify(self.engine.ctx, rows)
+        # kept: everything before the last emitted token (that one is fed next call)
+        sample.n_past = sample.n_past + len(emitted) - 1
+        if sample.n_past < fed:
+            self.engine.ctx.seq_remove(sample.seq_id, sample.n_past, -1)
+        for token, row in emitted:
+            if sample.done:
+                break
+            self._accept(sample, token, row)
+        return len(emitted)
+
     def _accept(self, sample: Sample, token: int, row: int) -> None:
         model = self.engine.model
         if sample.first_token_at is None:
