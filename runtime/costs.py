@@ -8,6 +8,12 @@ count and GPU offload, in a few seconds, and cached as JSON under HEARTH_CACHE/c
 
 The rows measured are one sequence's next r positions, every row with logits: exactly what a
 draft verification decodes.
+
+The same calls also tell up to how many rows llama.cpp computes a call exactly as it computes
+one row at a time: wider calls may switch to other kernels (here: 8 rows and up on an AVX-512
+CPU), whose rounding differs, and with a model like Gemma 3 (large activations) that moves logits
+by up to a unit and changes greedy choices. Speculative decoding verifies drafts only in calls
+up to `exact_rows` rows, so greedy output stays exactly plain decode's.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 from ..paths import atomic_write, cache_dir
 
 WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
-CURVE_FORMAT = 1
+CURVE_FORMAT = 2
 BASE_TOKENS = 48  # KV positions already held when the rows are measured (a short prompt)
 ROUNDS = 3  # after one warm-up round; each width's median over the rounds
 
@@ -34,6 +40,7 @@ class CostCurve:
     widths: tuple[int, ...]
     seconds: tuple[float, ...]
     source: str = "measured"  # measured | cached | given
+    exact_rows: int = 1 << 30  # calls up to this many rows give bit-identical logits and KV to single rows
 
     def relative(self, rows: float) -> float:
         """The cost of a call of `rows` rows in single-row calls: interpolated between measured
@@ -66,12 +73,8 @@ class CostCurve:
     def to_dict(self) -> dict:
         return {"widths": list(self.widths), "seconds": [round(s, 6) for s in self.seconds],
                 "relative": [round(s / self.seconds[0], 3) for s in self.seconds],
-                "best_speedup": round(self.best_speedup, 3), "source": self.source}
-
-    def describe(self) -> str:
-        """One line: `1:1.00 2:1.21 ... (best 1.62x at 4 rows)`."""
-        points = " ".join(f"{w}:{s / self.seconds[0]:.2f}" for w, s in zip(self.widths, self.seconds))
-        return f"{points} (best {self.best_speedup:.2f}x at {self.best_width()} rows)"
+                "best_speedup": round(self.best_speedup, 3), "exact_rows": min(self.exact_rows, self.widths[-1]),
+                "source": self.source}
 
 
 def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int) -> str:
@@ -106,48 +109,73 @@ def read_cached(key: str) -> CostCurve | None:
     try:
         record = json.loads(curve_path(key).read_text(encoding="utf-8"))
         widths, seconds = tuple(int(w) for w in record["widths"]), tuple(float(s) for s in record["seconds"])
+        exact = int(record["exact_rows"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if record.get("format") != CURVE_FORMAT or not widths or len(widths) != len(seconds) or widths[0] != 1 \
-            or min(seconds) <= 0 or list(widths) != sorted(set(widths)):
+            or min(seconds) <= 0 or list(widths) != sorted(set(widths)) or exact < 1:
         return None
-    return CostCurve(widths, seconds, "cached")
+    return CostCurve(widths, seconds, "cached", exact)
 
 
 def write_cached(key: str, curve: CostCurve, about: dict) -> None:
     record = {"format": CURVE_FORMAT, "widths": list(curve.widths), "seconds": list(curve.seconds),
-              "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), **about}
+              "exact_rows": curve.exact_rows, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), **about}
     with atomic_write(curve_path(key)) as handle:
         json.dump(record, handle, indent=1)
 
 
 def measure_curve(engine, widths: tuple[int, ...] = WIDTHS, rounds: int = ROUNDS, seq: int = 0) -> CostCurve:
-    """Time decode calls of one sequence's next r rows (all with logits) after a short prompt.
+    """Time decode calls of one sequence's next r rows (all with logits) after a short prompt,
+    and find up to how many rows a call is exact (see the module's docstring).
 
     Uses (and clears) sequence `seq` of the engine's context; the caller's KV for it is lost.
     Widths larger than the batch or the context are left out.
     """
-    ctx, batch = engine.ctx, engine.batch
+    ctx = engine.ctx
     base = min(BASE_TOKENS, engine.n_ctx_seq // 2)
-    room = min(batch.capacity, engine.n_ctx_seq - base)
+    room = min(engine.batch.capacity, engine.n_ctx_seq - base - 1)
     widths = tuple(w for w in widths if w <= room) or (1,)
-    prompt = _filler_tokens(engine, max(base, widths[-1]))
+    tokens = _filler_tokens(engine, base + widths[-1] + 1)
     engine.cached.pop(seq, None)
     ctx.seq_remove(seq, -1, -1)
-    _decode(engine, prompt[:base], 0, seq, last_logits=False)
     timings: dict[int, list[float]] = {w: [] for w in widths}
     try:
-        for round_index in range(rounds + 1):  # round 0 warms caches and the thread pool up
+        _decode(engine, tokens[:base], 0, seq, last_logits=False)
+        exact_rows = _exact_rows(engine, tokens, base, widths, seq)  # also warms caches and threads up
+        for _ in range(rounds):
             for width in widths:
                 started = time.perf_counter()
-                _decode(engine, prompt[:width], base, seq, last_logits=True)
-                elapsed = time.perf_counter() - started
+                _decode(engine, tokens[base:base + width], base, seq, last_logits=True)
+                timings[width].append(time.perf_counter() - started)
                 ctx.seq_remove(seq, base, -1)
-                if round_index:
-                    timings[width].append(elapsed)
     finally:
         ctx.seq_remove(seq, -1, -1)
-    return CostCurve(widths, tuple(statistics.median(timings[w]) for w in widths))
+    return CostCurve(widths, tuple(statistics.median(timings[w]) for w in widths), exact_rows=exact_rows)
+
+
+def _exact_rows(engine, tokens: list[int], base: int, widths: tuple[int, ...], seq: int) -> int:
+    """The widest call whose rows' logits, and the KV cells it writes (read back through the
+    next single-row call), are bit-identical to single-row decoding, narrower widths included."""
+    import numpy as np
+
+    ctx = engine.ctx
+    reference = []  # one row at a time: logits at base, base + 1, ...
+    for i in range(widths[-1] + 1):
+        _decode(engine, [tokens[base + i]], base + i, seq, last_logits=True)
+        reference.append(ctx.logits_row(0).copy())
+    ctx.seq_remove(seq, base, -1)
+    exact = 1
+    for width in widths[1:]:
+        _decode(engine, tokens[base:base + width], base, seq, last_logits=True)
+        same = all(np.array_equal(ctx.logits_row(i), reference[i]) for i in range(width))
+        _decode(engine, [tokens[base + width]], base + width, seq, last_logits=True)
+        same = same and np.array_equal(ctx.logits_row(0), reference[width])
+        ctx.seq_remove(seq, base, -1)
+        if not same:
+            break
+        exact = width
+    return exact
 
 
 def _filler_tokens(engine, n: int) -> list[int]:

@@ -16,7 +16,8 @@ lookup proposals are still compared with the tokens that follow ("shadow" drafts
 rate keeps up with the text; a draft model is probed with one token every PROBE_EVERY steps.
 
 Greedy (temperature 0) output is exactly plain decode's: every kept token is the target's own
-greedy choice from its own logits. At temperature > 0 a draft token x is kept with probability
+greedy choice from its own logits, and a call never has more rows than llama.cpp computes
+bit-for-bit as it computes single rows (measured with the cost curve). At temperature > 0 a draft token x is kept with probability
 p(x), the target's probability after the whole sampler chain, and on rejection a token is drawn
 from p with x removed (speculative sampling with a deterministic draft), so every token still
 follows p.
@@ -157,8 +158,10 @@ class SpeculativeSample:
 
     # -- before the decode call ----------------------------------------------------------------
     def drafts(self, room: int) -> list[int]:
-        """The tokens to check this step (maybe none), at most `room`."""
-        limit = max(0, min(room, self.speculation.max_draft))
+        """The tokens to check this step (maybe none), at most `room`. The call stays within the
+        rows llama.cpp computes exactly as single rows (`CostCurve.exact_rows`)."""
+        spec = self.speculation
+        limit = max(0, min(room, spec.max_draft, spec.curve.exact_rows - 1))
         drafts: list[int] = []
         if limit and self.drafter is None:
             proposal, self.key = self.lookup.propose(limit)

@@ -188,14 +188,16 @@ def test_cost_curve_interpolates_and_extends():
 
 def test_cost_curve_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HEARTH_CACHE", str(tmp_path))
-    curve = CostCurve((1, 2, 4), (0.01, 0.012, 0.02))
+    curve = CostCurve((1, 2, 4), (0.01, 0.012, 0.02), exact_rows=2)
     costs.write_cached("abc", curve, {"model": "m.gguf"})
     again = costs.read_cached("abc")
-    assert again.widths == curve.widths and again.seconds == curve.seconds and again.source == "cached"
+    assert (again.widths, again.seconds, again.exact_rows) == (curve.widths, curve.seconds, 2)
+    assert again.source == "cached"
     path = costs.curve_path("abc")
-    for broken in ("{", json.dumps({"format": 1, "widths": [2, 4], "seconds": [1, 2]}),
-                   json.dumps({"format": 1, "widths": [1, 2], "seconds": [0.01, 0]}),
-                   json.dumps({"format": 99, "widths": [1], "seconds": [1]})):
+    good = {"format": costs.CURVE_FORMAT, "widths": [1, 2], "seconds": [0.01, 0.02], "exact_rows": 2}
+    for broken in ("{", json.dumps({**good, "widths": [2, 4]}), json.dumps({**good, "seconds": [0.01, 0]}),
+                   json.dumps({**good, "format": 99}), json.dumps({**good, "exact_rows": 0}),
+                   json.dumps({k: v for k, v in good.items() if k != "exact_rows"})):
         path.write_text(broken)
         assert costs.read_cached("abc") is None
     assert costs.read_cached("missing") is None
@@ -246,6 +248,17 @@ def test_scheduler_with_drafts_gives_the_plain_tokens_and_frees_every_cell(unifi
         assert sample.spec.stats.accepted > 0 and sample.spec.stats.accepted < sample.spec.stats.drafted
     assert scheduler.stats.decoded > scheduler.stats.decode_calls  # calls yielded several tokens
     assert engine.ctx.used_cells() == 0
+
+
+def test_drafts_stay_within_the_rows_computed_exactly():
+    engine = FakeEngine(n_seq_max=1, n_ctx=512, n_batch=64)
+    curve = CostCurve(FLAT.widths, FLAT.seconds, "given", exact_rows=3)
+    request = GenRequest([3, 4, 5, 6], SamplingParams(temperature=0.0), 50,
+                         speculation=_OracleSpeculation("lookup", curve))
+    scheduler = Scheduler(engine)
+    sample = scheduler.run([request])[0][0]
+    assert sample.tokens == reference_tokens([3, 4, 5, 6], 50)
+    assert scheduler.stats.max_rows_per_call == 3
 
 
 def test_drafts_never_pass_max_tokens_or_the_batch():
