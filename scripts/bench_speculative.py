@@ -14,8 +14,14 @@ Measured in the same run, each variant on the same prompt tokens (the model's ch
 Prompts: code editing (a rename, a JSON reformat, a summary quoting its document) and free prose.
 Variants alternate within each round; the best round of each is kept (--rounds).
 
+On a slow machine one run of everything takes long: `--save FILE` merges each run's results into
+FILE (by prompt and variant), so the work can be split (a prompt, or Llama's lengths, at a time),
+and `--report FILE` prints the table of everything saved.
+
 usage: python scripts/bench_speculative.py [MODEL.gguf] [--prompt rename --prompt json ...]
-       [--tokens 160] [--rounds 1] [--llama-lengths 2,3,4,6,8] [--no-llama] [--ceiling] [--json]
+       [--tokens 160] [--rounds 1] [--llama-lengths 10,2,3,4,6,8] [--no-hearth] [--ceiling]
+       [--save FILE] [--json]
+       python scripts/bench_speculative.py --report FILE
 """
 
 from __future__ import annotations
@@ -130,33 +136,49 @@ def load_llama(path: str, threads: int, n_ctx: int):
         llama_cpp.llama_cpp.llama_model_default_params = defaults
 
 
-def bench_prompt(model, llm, name: str, args, lengths: list[int]) -> dict:
+def bench_prompt(model, llm, name: str, args, lengths: list[int], saved: dict) -> dict:
+    """Run the variants on one prompt; `saved` holds earlier runs' rows (merged, best kept)."""
     kind, text = PROMPTS[name]
     tokens = model.prompt_tokens(text)
-    best: dict[str, dict] = {}
+    best = saved.setdefault(name, {})
+    runs = {}
+    if not args.no_hearth:
+        runs["plain"] = lambda: run_hearth(model, tokens, args.tokens, False)
+        runs["lookup"] = lambda: run_hearth(model, tokens, args.tokens, True)
+    for length in lengths if llm is not None else ():
+        runs[f"llama_L{length}"] = lambda length=length: run_llama(llm, tokens, args.tokens, length)
     for _ in range(args.rounds):
-        runs = {"plain": lambda: run_hearth(model, tokens, args.tokens, False),
-                "lookup": lambda: run_hearth(model, tokens, args.tokens, True)}
-        for length in lengths if llm is not None else ():
-            runs[f"llama_L{length}"] = lambda length=length: run_llama(llm, tokens, args.tokens, length)
         for key, fn in runs.items():
+            started = time.perf_counter()
             row = fn()
+            print(f"{name} {key}: {row['tok_s']:.2f} tok/s ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
             if key not in best or row["tok_s"] > best[key]["tok_s"]:
                 best[key] = row
-    plain = best["plain"]
-    result = {"prompt": name, "kind": kind, "prompt_tokens": len(tokens), "tokens": len(plain["tokens"]),
-              "plain_tok_s": round(plain["tok_s"], 2), "lookup_tok_s": round(best["lookup"]["tok_s"], 2),
-              "lookup_speedup": round(best["lookup"]["tok_s"] / plain["tok_s"], 3),
-              "lookup_same_text": best["lookup"]["tokens"] == plain["tokens"], "lookup_stats": best["lookup"]["spec"]}
+    return summarize(name, best)
+
+
+def summarize(name: str, best: dict) -> dict:
+    """One prompt's line of the table from its best rows."""
+    kind = PROMPTS[name][0]
+    plain = best.get("plain")
+    result = {"prompt": name, "kind": kind}
+    if plain is None:
+        return result
+    result.update({"tokens": len(plain["tokens"]), "plain_tok_s": round(plain["tok_s"], 2)})
+    if "lookup" in best:
+        lookup = best["lookup"]
+        result.update({"lookup_tok_s": round(lookup["tok_s"], 2), "lookup_speedup": round(lookup["tok_s"] / plain["tok_s"], 3),
+                       "lookup_same_text": lookup["tokens"] == plain["tokens"], "lookup_stats": lookup["spec"]})
     llama_rows = {k: v for k, v in best.items() if k.startswith("llama_")}
     if llama_rows:
         result["llama"] = {k: {"tok_s": round(v["tok_s"], 2), "same_text": v["tokens"] == plain["tokens"]}
                            for k, v in llama_rows.items()}
-        default = llama_rows.get("llama_L10")
-        fixed = max(llama_rows.values(), key=lambda v: v["tok_s"])
-        if default:
-            result["vs_llama_default"] = round(best["lookup"]["tok_s"] / default["tok_s"], 3)
-        result["vs_llama_best_fixed"] = round(best["lookup"]["tok_s"] / fixed["tok_s"], 3)
+        fixed = max(llama_rows, key=lambda k: llama_rows[k]["tok_s"])
+        result["llama_best_fixed"] = fixed[6:]
+        if "lookup" in best and "llama_L10" in llama_rows:
+            result["vs_llama_default"] = round(best["lookup"]["tok_s"] / llama_rows["llama_L10"]["tok_s"], 3)
+        if "lookup" in best:
+            result["vs_llama_best_fixed"] = round(best["lookup"]["tok_s"] / llama_rows[fixed]["tok_s"], 3)
     return result
 
 
@@ -167,24 +189,40 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--llama-lengths", default="2,3,4,6,8", help="fixed draft lengths besides its default 10")
-    ap.add_argument("--no-llama", action="store_true")
+    ap.add_argument("--llama-lengths", default="10,2,3,4,6,8", help="Llama's fixed draft lengths (10: its default)")
+    ap.add_argument("--no-hearth", action="store_true", help="only Llama's runs (to split the work)")
     ap.add_argument("--ceiling", action="store_true", help="also llama.cpp's raw decode loop (K=1,2,4,8)")
+    ap.add_argument("--save", help="merge the results into this JSON file")
+    ap.add_argument("--report", help="print the table of a --save file and exit")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.report:
+        report = json.loads(Path(args.report).read_text())
+        report["prompts"] = [summarize(name, rows) for name, rows in report["runs"].items()]
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_report(report)
+        return
     import hearth
     from hearth.runtime.costs import measure_curve
 
     path = model_path(args.model)
-    lengths = [10] + [int(x) for x in args.llama_lengths.split(",") if x and int(x) != 10]
-    report: dict = {"model": Path(path).name, "threads": args.threads, "tokens": args.tokens, "rounds": args.rounds}
+    lengths = [int(x) for x in args.llama_lengths.split(",") if x]
+    saved_path = Path(args.save) if args.save else None
+    report = json.loads(saved_path.read_text()) if saved_path and saved_path.exists() else {}
+    report.update({"model": Path(path).name, "threads": args.threads, "tokens": args.tokens})
+    report["rounds"] = report.get("rounds", 0) + args.rounds
+    runs = report.setdefault("runs", {})
     with hearth.load(path, ctx=2048, threads=args.threads) as model:
-        curve = measure_curve(model._loaded.engine)
-        exact = [w for w in curve.widths if w <= curve.exact_rows]
-        report["cost_curve"] = {**curve.to_dict(), "best_speedup_exact": round(max(curve.throughput(w) for w in exact), 3)}
+        if "cost_curve" not in report:
+            curve = measure_curve(model._loaded.engine)
+            exact = [w for w in curve.widths if w <= curve.exact_rows]
+            report["cost_curve"] = {**curve.to_dict(),
+                                    "best_speedup_exact": round(max(curve.throughput(w) for w in exact), 3)}
         report["cost_curve_used"] = model._loaded.cost_curve().to_dict()  # the cached one lookup chooses from
-        llm = None if args.no_llama else load_llama(path, args.threads, 2048)
-        report["prompts"] = [bench_prompt(model, llm, name, args, lengths) for name in args.prompt or list(PROMPTS)]
+        llm = None if not lengths else load_llama(path, args.threads, 2048)
+        report["prompts"] = [bench_prompt(model, llm, name, args, lengths, runs) for name in args.prompt or []]
         if args.ceiling:
             plain = run_hearth(model, model.prompt_tokens(PROMPTS["prose"][1]), 64, False)["tok_s"]
             report["plain_decode_tok_s"] = round(plain, 2)
@@ -195,6 +233,9 @@ def main() -> None:
         rows = ceiling(path, [1, 2, 4, 8], 64, args.threads)
         report["llama_ceiling"] = rows
         report["plain_vs_raw_loop"] = round(report["plain_decode_tok_s"] / rows[0]["aggregate_tok_s"], 3)
+    if saved_path:
+        saved_path.write_text(json.dumps(report, indent=1))
+    report["prompts"] = [summarize(name, rows) for name, rows in runs.items()]
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -209,13 +250,18 @@ def print_report(report: dict) -> None:
     print(f"best speedup allowed: {curve['best_speedup']:.2f}x (all widths), {curve['best_speedup_exact']:.2f}x "
           f"(within the {curve['exact_rows']} rows computed exactly)")
     for row in report["prompts"]:
-        line = (f"{row['prompt']:8} {row['kind']:5} plain {row['plain_tok_s']:6.2f} tok/s · lookup "
-                f"{row['lookup_tok_s']:6.2f} ({row['lookup_speedup']:.2f}x, same text {row['lookup_same_text']}, "
-                f"accepted {row['lookup_stats']['accepted']}/{row['lookup_stats']['drafted']})")
+        line = f"{row['prompt']:8} {row['kind']:5}"
+        if "plain_tok_s" in row:
+            line += f" plain {row['plain_tok_s']:6.2f} tok/s"
+        if "lookup_tok_s" in row:
+            line += (f" · lookup {row['lookup_tok_s']:6.2f} ({row['lookup_speedup']:.2f}x, same text "
+                     f"{row['lookup_same_text']}, accepted {row['lookup_stats']['accepted']}/{row['lookup_stats']['drafted']},"
+                     f" lengths {row['lookup_stats']['draft_length']['chosen']})")
         if "llama" in row:
             line += " · Llama " + " ".join(f"{k[6:]}:{v['tok_s']:.2f}{'' if v['same_text'] else '*'}"
                                            for k, v in row["llama"].items())
-            line += f" · vs its default {row.get('vs_llama_default', 0):.2f}x, best fixed {row['vs_llama_best_fixed']:.2f}x"
+        if "vs_llama_default" in row:
+            line += f" · vs its default {row['vs_llama_default']:.2f}x, vs its best fixed {row['vs_llama_best_fixed']:.2f}x"
         print(line)
     if "llama_ceiling" in report:
         print(f"plain decode {report['plain_decode_tok_s']} tok/s vs llama.cpp raw loop "
