@@ -182,7 +182,8 @@ class ChatSession:
         """Answer the last user message by voting over `self.samples` samples (reasoning mode)."""
         from .reasoning import ReasoningConfig, parallel_for, reason
 
-        config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0))
+        config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0,
+                                                                       self.loaded.cost_curve()))
         try:
             self._ensure_sequences(config.sequences_needed())
             tokens, trimmed = self.fit(min(self.max_tokens, self.n_ctx // 2))
