@@ -12,7 +12,8 @@ Measured in the same run, each variant on the same prompt tokens (the model's ch
 - with --ceiling: llama.cpp's raw decode loop (scripts/llama_ceiling.py, K=1) against hearth's
   plain decode, and its K-sequence aggregate curve.
 Prompts: code editing (a rename, a JSON reformat, a summary quoting its document) and free prose.
-Variants alternate within each round; the best round of each is kept (--rounds).
+Variants alternate within each round; the best run of each variant is kept (--rounds, and runs
+merged with --save).
 
 On a slow machine one run of everything takes long: `--save FILE` merges each run's results into
 FILE (by prompt and variant), so the work can be split (a prompt, or Llama's lengths, at a time),
@@ -152,8 +153,10 @@ def bench_prompt(model, llm, name: str, args, lengths: list[int], saved: dict) -
             started = time.perf_counter()
             row = fn()
             print(f"{name} {key}: {row['tok_s']:.2f} tok/s ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+            row["runs"] = best.get(key, {}).get("runs", 0) + 1
             if key not in best or row["tok_s"] > best[key]["tok_s"]:
                 best[key] = row
+            best[key]["runs"] = row["runs"]
     return summarize(name, best)
 
 
@@ -212,7 +215,6 @@ def main() -> None:
     saved_path = Path(args.save) if args.save else None
     report = json.loads(saved_path.read_text()) if saved_path and saved_path.exists() else {}
     report.update({"model": Path(path).name, "threads": args.threads, "tokens": args.tokens})
-    report["rounds"] = report.get("rounds", 0) + args.rounds
     runs = report.setdefault("runs", {})
     with hearth.load(path, ctx=2048, threads=args.threads) as model:
         if "cost_curve" not in report:
@@ -244,7 +246,7 @@ def main() -> None:
 
 def print_report(report: dict) -> None:
     curve = report["cost_curve"]
-    print(f"{report['model']} · {report['threads']} threads · {report['tokens']} tokens · best of {report['rounds']}")
+    print(f"{report['model']} · {report['threads']} threads · {report['tokens']} tokens · each variant's best run")
     print("cost curve (rows: cost in single-row calls): "
           + " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"])))
     print(f"best speedup allowed: {curve['best_speedup']:.2f}x (all widths), {curve['best_speedup_exact']:.2f}x "
