@@ -352,6 +352,8 @@ class Sampler:
         scores = kept["logit"].astype(np.float64)
         finite = np.isfinite(scores)
         ids, scores = kept["id"][finite].copy(), scores[finite]
+        if not len(ids):
+            raise RuntimeFailure("the sampler chain left no token to choose (a grammar with no way on?)")
         probs = np.exp(scores - scores.max())
         return ids, probs / probs.sum()
 

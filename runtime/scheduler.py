@@ -281,15 +281,7 @@ class Scheduler:
         batch.clear()
         if self.streams:
             self._compact()
-        # (sequence, position, token, sequence ids, owner): owner is a decoding Sample, or the
-        # _PromptJob whose last prompt token this is (both want logits), or None.
-        plan: list[tuple] = []
-        for index, sample in enumerate(self._r.decoding):
-            plan.append((sample.seq_id, sample.n_past, sample.tokens[-1], (sample.seq_id,), sample))
-            room = batch.capacity - len(plan) - (len(self._r.decoding) - index - 1)  # the others' rows first
-            for i, token in enumerate(self._drafts(sample, room)):
-                plan.append((sample.seq_id, sample.n_past + 1 + i, token, (sample.seq_id,), (sample, i)))
-            sample.n_past += 1
+        plan = self._decoding_rows(batch.capacity)
         budget = batch.capacity - len(plan)
         filled: list[_PromptJob] = []
         for job in self._r.jobs:
@@ -318,21 +310,8 @@ class Scheduler:
                 owner.last_row = row
         started = time.perf_counter()
         engine.ctx.decode(batch)
-        elapsed = time.perf_counter() - started
-        n_rows = len(rows) + sum(len(r) for r in draft_rows.values())
-        if rows and batch.n == n_rows:
-            self.stats.pure_decode_rows += n_rows
-            self.stats.pure_decode_s += elapsed
-            width = self.stats.by_width.setdefault(n_rows, [0, 0.0])
-            width[0] += 1
-            width[1] += elapsed
-        if rows:
-            self.stats.decode_s += elapsed
-            self.stats.decode_rows += n_rows
-            self.stats.decode_calls += 1
-            self.stats.max_rows_per_call = max(self.stats.max_rows_per_call, n_rows)
-        else:
-            self.stats.prompt_s += elapsed
+        self._count_call(len(rows) + sum(len(r) for r in draft_rows.values()), batch.n,
+                         time.perf_counter() - started)
         for sample, row in rows:
             if not sample.done:
                 self.stats.decoded += self._take_tokens(sample, [row] + draft_rows.get(id(sample), []))
@@ -342,6 +321,40 @@ class Scheduler:
                 self._r.jobs.remove(job)
                 self._fork_samples(job)
         self._r.decoding = [s for s in self._r.decoding if not s.done]
+
+    def _decoding_rows(self, capacity: int) -> list[tuple]:
+        """The decoding samples' rows of the next call: each sample's next token, then the tokens
+        drafted after it (speculation), within `capacity` rows.
+
+        A row is (sequence, position, token, sequence ids, owner); the owner is the Sample for its
+        next token, (Sample, i) for its i-th draft, or — for prompt rows added later — the
+        _PromptJob whose last prompt token it is, or None (no logits)."""
+        plan: list[tuple] = []
+        decoding = self._r.decoding
+        for index, sample in enumerate(decoding):
+            plan.append((sample.seq_id, sample.n_past, sample.tokens[-1], (sample.seq_id,), sample))
+            room = capacity - len(plan) - (len(decoding) - index - 1)  # the others' own rows first
+            for i, token in enumerate(self._drafts(sample, room)):
+                plan.append((sample.seq_id, sample.n_past + 1 + i, token, (sample.seq_id,), (sample, i)))
+            sample.n_past += 1
+        return plan
+
+    def _count_call(self, sample_rows: int, rows: int, elapsed: float) -> None:
+        """Statistics of one decode call with `sample_rows` of its `rows` from decoding samples."""
+        stats = self.stats
+        if not sample_rows:
+            stats.prompt_s += elapsed
+            return
+        if rows == sample_rows:
+            stats.pure_decode_rows += rows
+            stats.pure_decode_s += elapsed
+            width = stats.by_width.setdefault(rows, [0, 0.0])
+            width[0] += 1
+            width[1] += elapsed
+        stats.decode_s += elapsed
+        stats.decode_rows += sample_rows
+        stats.decode_calls += 1
+        stats.max_rows_per_call = max(stats.max_rows_per_call, sample_rows)
 
     def _fork_samples(self, job: _PromptJob) -> None:
         state, request = job.state, job.state.request
