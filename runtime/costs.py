@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ..paths import atomic_write, cache_dir
 
-WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12, 16)
-CURVE_FORMAT = 2
+WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
+CURVE_FORMAT = 3
 BASE_TOKENS = 48  # KV positions already held when the rows are measured (a short prompt)
 ROUNDS = 3  # after one warm-up round; each width's median over the rounds
 
