@@ -45,7 +45,7 @@ class Completion:
     finish_reason: str  # "stop" (end of text or a stop string), "length" (max_tokens), "cancelled"
     usage: Usage
     model: str
-    timings: dict = field(default_factory=dict)  # load_s, prompt_tok_s, decode_tok_s
+    timings: dict = field(default_factory=dict)  # load_s, prompt_tok_s, decode_tok_s (+ speculative)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "model": self.model, "finish_reason": self.finish_reason,
@@ -82,6 +82,7 @@ class Model:
         self._loaded = loaded
         self.options = options
         self.verbose = verbose
+        self._draft = None  # the draft model of `options.draft`, loaded on first use
 
     # -- what it is ----------------------------------------------------------------------------
     @property
@@ -136,14 +137,19 @@ class Model:
         """Answer one prompt (text, or chat messages) and return the whole answer."""
         from .runtime.generation import generate_once
 
+        from .runtime.generation import speculative_timings
+
         opts = (options or self.options).merged(**overrides)
         self._loaded.use_layout(1, True)
         tokens = self.prompt_tokens(prompt, system, template)
-        sample, stats = generate_once(self._loaded, tokens, opts, on_text)
+        sample, stats = generate_once(self._loaded, tokens, opts, on_text, draft=self.draft_model(opts.draft))
         d = stats.as_dict()
+        timings = {"load_s": round(self.load_s, 4), "prompt_tok_s": d["prompt_tok_s"], "decode_tok_s": d["decode_tok_s"]}
+        speculative = speculative_timings(sample)
+        if speculative:
+            timings["speculative"] = speculative
         return Completion(sample.text, sample.finish_reason, Usage(len(tokens), len(sample.tokens)), self.name,
-                          {"load_s": round(self.load_s, 4), "prompt_tok_s": d["prompt_tok_s"],
-                           "decode_tok_s": d["decode_tok_s"]})
+                          timings)
 
     def stream(self, prompt: Prompt, options: GenerationOptions | None = None, *, system: str | None = None,
                template: bool = True, **overrides) -> Iterator[str]:
@@ -153,7 +159,29 @@ class Model:
 
         opts = (options or self.options).merged(**overrides)
         self._loaded.use_layout(1, True)
-        yield from stream_once(self._loaded, self.prompt_tokens(prompt, system, template), opts)
+        yield from stream_once(self._loaded, self.prompt_tokens(prompt, system, template), opts,
+                               draft=self.draft_model(opts.draft))
+
+    def draft_model(self, reference: str | None):
+        """The draft model for speculative decoding (`draft=`), loaded once and kept with this
+        model; None without one. Refused in one line when its vocabulary is not this model's."""
+        if not reference:
+            return None
+        if self._draft is not None and self._draft.resolved.reference == reference:
+            return self._draft
+        from .runtime.drafts import check_same_vocabulary
+        from .runtime.session import PlanRequest
+
+        draft = _load_resolved(reference, PlanRequest(threads=self.plan.n_threads), self.verbose)
+        try:
+            check_same_vocabulary(self._loaded.engine.model, draft.engine.model, self.name, draft.name)
+        except BaseException:
+            draft.close()
+            raise
+        if self._draft is not None:
+            self._draft.close()
+        self._draft = draft
+        return draft
 
     # -- reasoning mode ------------------------------------------------------------------------
     def reason(self, prompt: Prompt, samples: int = 8, *, answer: str = "auto", vote: str = "weighted",
@@ -166,6 +194,7 @@ class Model:
         from .runtime.reasoning import reason_prompt
 
         opts = (options or self.options).merged(**overrides)
+        opts.require_plain("reasoning mode")
         return reason_prompt(self._loaded, _messages(prompt, system), opts, samples=samples, answer=answer,
                              vote=vote, adaptive=adaptive, on_update=on_update)
 
@@ -197,6 +226,7 @@ class Model:
         from .runtime.jsonl_batch import run_batch_job
 
         opts = (options or self.options).merged(**overrides)
+        opts.require_plain("batch jobs")
         return run_batch_job(self._loaded, lines, emit, opts, system=system, parallel=parallel, ctx=ctx,
                              skip_ids=skip_ids or set(), from_json=from_json, on_error=on_error, on_layout=on_layout,
                              on_line=on_line, shard=shard)
@@ -218,8 +248,12 @@ class Model:
 
         opts = (options or self.options).merged(**overrides)
         self._loaded.use_layout(1, True)
-        return ChatSession(self._loaded, opts.sampling("chat"), opts.max_tokens_for("chat"), system,
-                           loader=lambda ref, request: _load_resolved(ref, request, self.verbose))
+        session = ChatSession(self._loaded, opts.sampling("chat"), opts.max_tokens_for("chat"), system,
+                              loader=lambda ref, request: _load_resolved(ref, request, self.verbose))
+        session.lookup = opts.lookup
+        if opts.draft:
+            session.set_draft(opts.draft)
+        return session
 
     # -- many clients --------------------------------------------------------------------------
     def service(self, parallel: int | None = None, *, ctx: int | None = None, queue: int | None = None,
@@ -237,6 +271,8 @@ class Model:
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
+        if self._draft is not None:
+            self._draft.close()
         self._loaded.close()
 
     def __enter__(self) -> "Model":

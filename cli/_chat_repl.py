@@ -176,6 +176,11 @@ class ChatRepl:
         out.detail(f"prompt {result.prompt_tokens} tok: {result.evaluated} evaluated, {result.reused} reused from the KV cache · "
                    f"first token {first} · {result.generated} tok at {result.decode_tok_s} tok/s · "
                    f"{conv.context_meter(self.session.used, self.session.n_ctx)}")
+        if result.speculative:
+            from .run import speculative_lines
+
+            for line in speculative_lines(result.speculative):
+                out.detail(line)
 
     def _answer_reasoning(self) -> None:
         from .reasoning import LiveView
@@ -254,6 +259,7 @@ class ChatRepl:
             ("system", conversation.system or "-"),
             ("sampling", conv.settings_text(session.params, session.max_tokens)),
             ("reasoning", f"vote over {session.samples} samples" if session.samples > 1 else "off"),
+            ("speculative", session.speculative_mode),
             ("session", (self.name + (" (saved after every answer)" if self.autosave else "")) if self.name else "-"),
         ] + [("plan", reason) for reason in getattr(loaded.plan, "reasons", [])]
         width = max(len(key) for key, _ in rows)
@@ -307,6 +313,25 @@ class ChatRepl:
         self.attachments.append((Path(arg).name, text))
         n = len(self.session.loaded.engine.tokenize(text, add_special=False))
         out.notice(f"read {arg} ({len(text)} characters, {n} tokens): it goes with your next message")
+
+    def cmd_lookup(self, arg: str) -> None:
+        session = self.session
+        if arg:
+            session.lookup = conv.parse_switch("lookup", arg)
+            if session.lookup and session.draft is not None:
+                session.set_draft(None)
+                out.notice("draft model off: prompt lookup drafts instead")
+        out.notice(f"speculative decoding: {session.speculative_mode}")
+
+    def cmd_draft(self, arg: str) -> None:
+        session = self.session
+        if arg.strip().lower() in ("off", "-", "none"):
+            session.set_draft(None)
+        elif arg:
+            out.notice(f"loading draft model {arg} …")
+            session.set_draft(arg)
+            session.lookup = False
+        out.notice(f"speculative decoding: {session.speculative_mode}")
 
     def cmd_think(self, arg: str) -> None:
         k = conv.parse_think(arg)

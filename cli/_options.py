@@ -35,6 +35,8 @@ Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", min=16, help="Context
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: planned).")]
 GpuLayers = Annotated[Optional[int], typer.Option("--gpu-layers", min=-1, help="Layers to offload to the GPU (-1 = all; default: planned).")]
 SchemaFile = Annotated[Optional[Path], typer.Option("--schema", "--json-schema", help="JSON schema file: constrain the output to JSON matching it.")]
+Lookup = Annotated[Optional[bool], typer.Option("--lookup", help="Speculative decoding: draft tokens from the prompt and the answer so far (n-gram lookup); the draft length follows this machine's measured cost curve and the acceptance rate, down to none. Greedy output is unchanged.")]
+Draft = Annotated[Optional[str], typer.Option("--draft", help="Speculative decoding: draft tokens with this small model (same vocabulary as -m), drafts checked as with --lookup.", show_default=False)]
 GrammarFile = Annotated[Optional[Path], typer.Option("--grammar", help="GBNF grammar file: constrain the output to it.")]
 
 
@@ -43,7 +45,7 @@ def max_tokens_option(mode: str):
     return Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help=f"Most tokens to generate (default {DEFAULT_MAX_TOKENS[mode]}).")]
 
 
-def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True) -> Callable:
+def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True, speculation: bool = False) -> Callable:
     """Give a command the generation flags, parsed into one `options: GenerationOptions` argument.
 
     The flags are declared once here, so run, chat and batch spell and mean them the same way;
@@ -55,6 +57,8 @@ def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True) 
         flags["stop"] = Stop
     if constraints:
         flags.update(schema=SchemaFile, grammar=GrammarFile)
+    if speculation:
+        flags.update(lookup=Lookup, draft=Draft)
 
     def decorate(func: Callable) -> Callable:
         import typing
@@ -80,7 +84,8 @@ def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True) 
 
 
 def generation_options(*, max_tokens=None, temp=None, top_k=None, top_p=None, min_p=None, repeat_penalty=None,
-                       seed=None, stop=None, schema: Path | None = None, grammar: Path | None = None) -> GenerationOptions:
+                       seed=None, stop=None, schema: Path | None = None, grammar: Path | None = None,
+                       lookup: bool = False, draft: str | None = None) -> GenerationOptions:
     """The flags as the library's options (flags left out keep GenerationOptions' defaults)."""
     from ..errors import UsageError
 
@@ -88,7 +93,8 @@ def generation_options(*, max_tokens=None, temp=None, top_k=None, top_p=None, mi
         raise UsageError("--schema and --grammar cannot be combined")
     return GenerationOptions().merged(
         max_tokens=max_tokens, temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-        seed=seed, stop=tuple(stop) if stop else None, json_schema=_read(schema), grammar=_read(grammar))
+        seed=seed, stop=tuple(stop) if stop else None, json_schema=_read(schema), grammar=_read(grammar),
+        lookup=lookup or None, draft=draft)
 
 
 def _read(path: Path | None) -> str | None:

@@ -68,7 +68,7 @@ def _quiet_terminal() -> Iterator[None]:
 
 
 @command("chat")
-@opt.generation_flags("chat", stop=False, constraints=False)
+@opt.generation_flags("chat", stop=False, constraints=False, speculation=True)
 def chat(
     options=None,
     model: opt.Model = None,
@@ -96,13 +96,20 @@ def chat(
       hearth chat --session work --temp 0.3
 
       printf 'Hi!\\n/set temp 0\\nName a color.\\n' | hearth chat --plain
+
+      hearth chat --lookup   (or /lookup on in the chat: faster answers that quote the conversation)
     """
     from ..runtime.conversation import Command
     from ._chat_repl import ChatRepl
     from .run import load_model
 
     out.set_verbosity(verbose)
-    state = load_model(model, ctx, threads, gpu_layers, verbose).chat(system, options)
+    loaded = load_model(model, ctx, threads, gpu_layers, verbose)
+    try:
+        state = loaded.chat(system, options)
+    except BaseException:
+        loaded.close()
+        raise
     try:
         repl = ChatRepl(state, session_name=session, markdown=markdown)
         if samples:

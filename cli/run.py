@@ -49,7 +49,7 @@ ShowReasoning = Annotated[bool, typer.Option("--show-reasoning", help="Reasoning
 
 
 @command("run")
-@opt.generation_flags("generate")
+@opt.generation_flags("generate", speculation=True)
 def run(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. Piped stdin is appended to it.", show_default=False)] = None,
     options=None,
@@ -81,6 +81,8 @@ def run(
       hearth run "Name a color" --schema color.schema.json
 
       hearth run "A farmer has 17 sheep and buys 5 more. How many sheep now?" --samples 8 --answer number
+
+      cat app.py | hearth run "Rename the function parse to parse_config:" --lookup --temp 0 -v
     """
     out.set_verbosity(verbose)
     text = read_prompt(prompt)
@@ -91,6 +93,7 @@ def run(
     else:
         from .reasoning import run_reasoning
 
+        options.require_plain("reasoning mode (--samples/--answer)")
         run_reasoning(text, options, model=model, system=system, ctx=ctx, threads=threads, gpu_layers=gpu_layers,
                       samples=samples or 1, vote=vote or "weighted", answer=answer or "auto",
                       adaptive=True if adaptive is None else adaptive, show_reasoning=show_reasoning,
@@ -108,3 +111,18 @@ def run(
     t = done.timings
     out.detail(f"load {t['load_s']:.2f}s · prompt {done.usage.prompt_tokens} tok at {t['prompt_tok_s']} tok/s · "
                f"{done.usage.completion_tokens} tok at {t['decode_tok_s']} tok/s")
+    if "speculative" in t:
+        for line in speculative_lines(t["speculative"]):
+            out.detail(line)
+
+
+def speculative_lines(spec: dict) -> list[str]:
+    """-v: the cost curve the draft lengths were chosen from, and what drafting did."""
+    curve = spec["cost_curve"]
+    points = " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"]))
+    share = f" ({spec['acceptance']:.0%})" if spec["acceptance"] is not None else ""
+    chosen = " ".join(f"{n}×{c}" for n, c in spec["draft_length"]["chosen"].items())
+    return [f"cost curve ({curve['source']}; rows:cost of one row) {points} · best {curve['best_speedup']:.2f}x · "
+            f"exact up to {curve['exact_rows']} rows",
+            f"speculative ({spec['mode']}): drafted {spec['drafted']}, accepted {spec['accepted']}{share} · "
+            f"{spec['tokens_per_step'] or 0:.2f} tok/step · draft lengths {chosen}"]

@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import ContextOverflowError, DoesNotFitError, HearthError, UsageError
 from . import conversation as conv
+from .generation import speculation_for, speculative_timings
 from .scheduler import GenRequest, Hooks, Scheduler
 
 
@@ -30,6 +31,7 @@ class TurnResult:
     first_token_s: float | None
     decode_tok_s: float
     trimmed: conv.TrimResult | None = None
+    speculative: dict | None = None  # drafted, accepted, draft lengths, cost curve (lookup or draft)
 
 
 class _AnswerHooks(Hooks):
@@ -62,6 +64,8 @@ class ChatSession:
         self.draws = 0  # answers sampled so far: offsets a fixed seed so /regen gives a new answer
         self.used = 0  # tokens of the conversation in the context window (the meter)
         self.last: TurnResult | None = None
+        self.lookup = False  # speculative decoding with prompt-lookup drafts (/lookup)
+        self.draft = None  # the draft model's LoadedModel (/draft MODEL)
 
     @property
     def n_ctx(self) -> int:
@@ -107,11 +111,12 @@ class ChatSession:
             raise
         if trimmed and on_trim:
             on_trim(trimmed)
-        request = GenRequest(tokens, self.draw_params(), conv.answer_tokens(self.n_ctx, len(tokens), self.max_tokens),
-                             reuse_prefix=True)
+        max_tokens = conv.answer_tokens(self.n_ctx, len(tokens), self.max_tokens)
+        request = GenRequest(tokens, self.draw_params(), max_tokens, reuse_prefix=True,
+                             speculation=self._speculation(len(tokens) + max_tokens))
         hooks = _AnswerHooks(on_text, interrupted)
         stats = self.generator.stats
-        before = (stats.prompt_tokens, stats.prompt_reused, stats.decode_rows, stats.decode_s)
+        before = (stats.prompt_tokens, stats.prompt_reused, stats.decoded, stats.decode_s)
         try:
             results = self.generator.run([request], hooks)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was shown
@@ -131,14 +136,54 @@ class ChatSession:
             sample.text, sample.finish_reason, len(tokens), stats.prompt_tokens - before[0],
             stats.prompt_reused - before[1], len(sample.tokens),
             None if sample.first_token_at is None else sample.first_token_at - started,
-            round((stats.decode_rows - before[2]) / decode_s, 1) if decode_s > 0 else 0.0, trimmed)
+            round((stats.decoded - before[2]) / decode_s, 1) if decode_s > 0 else 0.0, trimmed,
+            speculative_timings(sample))
         return self.last
+
+    # -- speculative decoding (/lookup, /draft) -------------------------------------------------
+    def _speculation(self, tokens_needed: int):
+        if not (self.lookup or self.draft):
+            return None
+        from .options import GenerationOptions
+
+        options = GenerationOptions(lookup=self.lookup and not self.draft,
+                                    draft=self.draft.resolved.reference if self.draft else None)
+        return speculation_for(self.loaded, options, tokens_needed, self.draft)
+
+    def set_draft(self, reference: str | None) -> None:
+        """Draft with this model from now on (None: no draft model). It must share the chat
+        model's vocabulary; on any failure the current setting stays."""
+        if reference is None:
+            if self.draft is not None:
+                self.draft.close()
+            self.draft = None
+            return
+        if self.loader is None:
+            raise UsageError("this chat cannot load other models")
+        from .drafts import check_same_vocabulary
+        from .session import PlanRequest
+
+        draft = self.loader(reference, PlanRequest(threads=self.loaded.plan.n_threads))
+        try:
+            check_same_vocabulary(self.loaded.engine.model, draft.engine.model, self.loaded.name, draft.name)
+        except BaseException:
+            draft.close()
+            raise
+        self.set_draft(None)
+        self.draft = draft
+
+    @property
+    def speculative_mode(self) -> str:
+        if self.draft is not None:
+            return f"draft model {self.draft.name}"
+        return "prompt lookup" if self.lookup else "off"
 
     def respond_reasoning(self, on_update: Callable, on_trim: Callable | None = None) -> tuple[TurnResult, object]:
         """Answer the last user message by voting over `self.samples` samples (reasoning mode)."""
         from .reasoning import ReasoningConfig, parallel_for, reason
 
-        config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0))
+        config = ReasoningConfig(k=self.samples, parallel=parallel_for(self.samples, self.loaded.plan.n_gpu_layers > 0,
+                                                                       self.loaded.cost_curve()))
         try:
             self._ensure_sequences(config.sequences_needed())
             tokens, trimmed = self.fit(min(self.max_tokens, self.n_ctx // 2))
@@ -172,6 +217,14 @@ class ChatSession:
         if self.loader is None:
             raise UsageError("this chat cannot load other models")
         new = self.loader(reference, replace(self.loaded.request, n_seq=1))
+        if self.draft is not None:
+            from .drafts import check_same_vocabulary
+
+            try:
+                check_same_vocabulary(new.engine.model, self.draft.engine.model, new.name, self.draft.name)
+            except HearthError as exc:
+                new.close()
+                raise UsageError(exc.message, hint="/draft off first, or /draft a model for the new one") from None
         old, self.loaded = self.loaded, new
         self.generator = Scheduler(new.engine)
         old.close()
@@ -197,4 +250,5 @@ class ChatSession:
         return self.conversation.messages()
 
     def close(self) -> None:
+        self.set_draft(None)
         self.loaded.close()

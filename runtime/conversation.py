@@ -189,6 +189,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("save", "/save [NAME]", "save the conversation as a session"),
     CommandSpec("open", "/open [NAME]", "open a saved session (no name: list them)"),
     CommandSpec("read", "/read FILE", "insert a text file into the next message", needs_arg=True),
+    CommandSpec("lookup", "/lookup [on|off]", "speculative decoding with prompt-lookup drafts (no argument: show)"),
+    CommandSpec("draft", "/draft [MODEL|off]", "speculative decoding with a small draft model (no argument: show)"),
     CommandSpec("think", "/think K", "reasoning mode: vote over K samples for the next answers (1: off)", needs_arg=True),
     CommandSpec("bye", "/bye", "leave", aliases=("exit", "quit")),
 )
@@ -225,6 +227,16 @@ def message_text(line: str) -> str:
     """What a non-command line sends: `//x` becomes `/x`."""
     stripped = line.lstrip()
     return stripped[1:] if stripped.startswith("//") else line
+
+
+def parse_switch(name: str, arg: str) -> bool:
+    """`on`/`off` (and the usual spellings) for a slash command's switch."""
+    value = arg.strip().lower()
+    if value in ("on", "1", "yes", "true"):
+        return True
+    if value in ("off", "0", "no", "false"):
+        return False
+    raise UsageError(f"/{name} takes on or off, got {arg!r}", hint=f"/{name} on")
 
 
 def parse_think(arg: str) -> int:

@@ -151,6 +151,14 @@ class LlamaModel:
         return int(self._lib.llama_vocab_bos(self.vocab))
 
     @property
+    def eos_id(self) -> int:
+        return int(self._lib.llama_vocab_eos(self.vocab))
+
+    def token_bytes(self, token: int) -> bytes:
+        """A token's text as the vocabulary stores it (special tokens included, no rendering)."""
+        return self._lib.llama_vocab_get_text(self.vocab, token) or b""
+
+    @property
     def bos_text(self) -> str:
         return self.token_text(self._lib.llama_vocab_bos(self.vocab))
 
@@ -287,11 +295,17 @@ class TokenBatch:
 
 
 class Sampler:
-    """Owns a sampler chain: grammar → penalties → top-k → top-p → min-p → temperature → draw."""
+    """Owns a sampler chain: grammar → penalties → top-k → top-p → min-p → temperature → draw.
 
-    def __init__(self, model: LlamaModel, params: SamplingParams, seed: int):
+    With `draw=False` (temperature > 0) the chain stops before the draw: `candidates` gives the
+    distribution the draw would sample from, so speculative decoding can apply its acceptance
+    rule to it, and `accept` records the token chosen (grammar and penalty state).
+    """
+
+    def __init__(self, model: LlamaModel, params: SamplingParams, seed: int, draw: bool = True):
         lib = _llama()
         self._lib = lib
+        self._cells = None  # llama_token_data rows for `candidates`, reused
         self.ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         if params.grammar:
             self._add(_grammar_sampler(lib, model, params.grammar, self.close))
@@ -307,7 +321,8 @@ class Sampler:
         if params.min_p > 0.0:
             self._add(lib.llama_sampler_init_min_p(params.min_p, 1))
         self._add(lib.llama_sampler_init_temp(params.temperature))
-        self._add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        if draw:
+            self._add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def _add(self, sampler) -> None:
         self._lib.llama_sampler_chain_add(self.ptr, sampler)
@@ -315,6 +330,34 @@ class Sampler:
     def sample(self, ctx: LlamaContext, row: int) -> int:
         """Draw (and accept) the next token from batch row `row` of the last decode."""
         return self._lib.llama_sampler_sample(self.ptr, ctx.ptr, row)
+
+    def candidates(self, ctx: LlamaContext, row: int):
+        """(token ids, probabilities) the chain leaves for row `row`: the draw's distribution."""
+        import numpy as np
+
+        lib, logits = self._lib, ctx.logits_row(row)
+        if self._cells is None or len(self._cells) != len(logits):
+            self._cells = np.zeros(len(logits), dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        cells = self._cells
+        cells["id"] = np.arange(len(logits), dtype=np.int32)
+        cells["logit"] = logits
+        array = lib.llama_token_data_array(cells.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)),
+                                           len(cells), -1, False)
+        lib.llama_sampler_apply(self.ptr, ctypes.byref(array))
+        size = array.size  # the samplers may shrink the array and point it elsewhere
+        raw = (ctypes.c_char * (12 * size)).from_address(ctypes.addressof(array.data.contents))
+        kept = np.frombuffer(raw, dtype=cells.dtype)
+        scores = kept["logit"].astype(np.float64)
+        finite = np.isfinite(scores)
+        ids, scores = kept["id"][finite].copy(), scores[finite]
+        if not len(ids):
+            raise RuntimeFailure("the sampler chain left no token to choose (a grammar with no way on?)")
+        probs = np.exp(scores - scores.max())
+        return ids, probs / probs.sum()
+
+    def accept(self, token: int) -> None:
+        """Record `token` as chosen (after `candidates`): grammar and penalties move on."""
+        self._lib.llama_sampler_accept(self.ptr, token)
 
     def close(self) -> None:
         if self.ptr:
@@ -480,8 +523,8 @@ class Engine:
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.model.tokenize(text, add_special=add_special, parse_special=True)
 
-    def sampler(self, params: SamplingParams, seed: int) -> Sampler:
-        return Sampler(self.model, params, seed)
+    def sampler(self, params: SamplingParams, seed: int, draw: bool = True) -> Sampler:
+        return Sampler(self.model, params, seed, draw)
 
     def close(self) -> None:
         for part in ("batch", "ctx", "model"):

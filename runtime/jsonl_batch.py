@@ -289,12 +289,15 @@ GPU_PARALLEL = 64  # every layer on a GPU: weights are read once per step for al
 
 
 def decide_parallel(info, hw, *, per_seq: int, threads: int | None = None, gpu_layers: int | None = None,
-                    max_tokens: int | None = None) -> tuple[int, str]:
+                    max_tokens: int | None = None, curve=None) -> tuple[int, str]:
     """How many sequences `hearth batch` decodes together when --parallel is not given.
 
-    16 on a CPU, 64 when every layer fits on a GPU; halved until the plan (one KV stream of
-    `per_seq` cells per sequence, plus the shared-prefix holder) fits in memory — and, on a GPU,
-    until every layer still fits there. Returns the number and the reason.
+    16 on a CPU, 64 when every layer fits on a GPU — or, given this machine's measured cost curve
+    (`costs.CostCurve`), the width where it decodes the most tokens per second, when that comes
+    before the widest width measured (a compute-bound CPU: 8 sequences may decode slower in
+    aggregate than 4); halved until the plan (one KV stream of `per_seq` cells per sequence, plus
+    the shared-prefix holder) fits in memory — and, on a GPU, until every layer still fits there.
+    Returns the number and the reason.
     """
     from ..errors import DoesNotFitError
     from .plan import fit_plan
@@ -314,12 +317,20 @@ def decide_parallel(info, hw, *, per_seq: int, threads: int | None = None, gpu_l
         return not on_gpu or got.gpu.layers >= got.gpu.total_layers
 
     default = n = GPU_PARALLEL if on_gpu else CPU_PARALLEL
+    where = "every layer on the GPU" if on_gpu else "CPU"
+    best = curve.best_width() if curve is not None else default
+    if best < curve_widest(curve):
+        default = n = best
+        where = f"this machine's cost curve peaks at {best} rows, {curve.throughput(best):.2f}x one row's tok/s"
     while n > 1 and not fits(n):
         n //= 2
-    where = "every layer on the GPU" if on_gpu else "CPU"
     if n == default:
         return n, f"{n} sequences in flight ({where} default)"
     return n, f"{n} sequences in flight: {default} ({where} default) do not fit in memory"
+
+
+def curve_widest(curve) -> int:
+    return curve.widths[-1] if curve is not None else 0
 
 
 def run_batch_job(loaded, lines: Iterable, emit, options, *, system: str | None = None, parallel: int | None = None,
@@ -358,7 +369,8 @@ def batch_layout(loaded, options, parallel: int | None = None, ctx: int | None =
         return BatchLayout(parallel, per_seq, f"{parallel} sequences in flight (--parallel)")
     request = loaded.request
     parallel, reason = decide_parallel(loaded.info, detect_hardware(), per_seq=per_seq, threads=request.threads,
-                                       gpu_layers=request.gpu_layers, max_tokens=max_tokens)
+                                       gpu_layers=request.gpu_layers, max_tokens=max_tokens,
+                                       curve=loaded.cost_curve())
     return BatchLayout(parallel, per_seq, reason)
 
 

@@ -36,6 +36,10 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF text
     json_schema: str | dict | None = None  # constrain the output to JSON matching this schema
+    # Speculative decoding (one answer at a time: generate, stream, chat). The draft length is
+    # chosen every step from this machine's measured cost curve and the running acceptance rate.
+    lookup: bool = False  # drafts from the prompt and the answer so far (prompt lookup)
+    draft: str | None = None  # drafts from this small model (a model reference; same vocabulary)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -46,6 +50,8 @@ class GenerationOptions:
             raise UsageError("give a grammar or a JSON schema, not both")
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
             raise UsageError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.lookup and self.draft:
+            raise UsageError("give --lookup or --draft, not both", hint="--lookup needs no second model")
 
     def merged(self, **overrides) -> "GenerationOptions":
         """A copy with the given settings replaced; None values keep the current one."""
@@ -55,6 +61,17 @@ class GenerationOptions:
             raise TypeError(f"unknown generation option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         changes = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **changes) if changes else self
+
+    @property
+    def speculative(self) -> str | None:
+        """"lookup", "draft", or None (plain decode)."""
+        return "draft" if self.draft else "lookup" if self.lookup else None
+
+    def require_plain(self, what: str) -> None:
+        """Speculative decoding serves one answer at a time: refuse it for `what`."""
+        if self.speculative:
+            raise UsageError(f"--{self.speculative} (speculative decoding) applies to one answer at a time, not to {what}",
+                             hint="use it with hearth run or hearth chat without --samples")
 
     def max_tokens_for(self, mode: str) -> int:
         return self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_TOKENS[mode]

@@ -57,15 +57,27 @@ class ReasoningConfig:
         return live + (1 if live < self.k else 0)
 
 
-def parallel_for(k: int, on_gpu: bool) -> int | None:
-    """Live samples for adaptive mode where the plan put the layers (None: the config's default, 2).
+def parallel_for(k: int, on_gpu: bool, curve=None, adaptive: bool = True) -> int | None:
+    """Live samples (None: the config's default, K fixed or 2 adaptive).
 
-    The waves of two are for CPUs, where K sequences decode barely faster than one (Qwen 1.5B on
-    2 cores: 36 tok/s at K=8 vs 35 at K=1), so waiting costs no wall time. With the layers on a
-    GPU, K sequences decode nearly as fast as one: all K run at once and the vote still stops
-    the rest early.
+    Without a cost curve, from where the plan put the layers: waves of two on a CPU, where K
+    sequences decode barely faster than one (Qwen 1.5B on 2 cores: 36 tok/s at K=8 vs 35 at K=1),
+    so waiting costs no wall time; all K on a GPU, where K sequences decode nearly as fast as one
+    and the vote still stops the rest early.
+
+    With this machine's measured cost curve (`costs.CostCurve`): the number of live samples L
+    that minimises the expected wall time (U + L - 1) / throughput(L), where U is the samples
+    adaptive stopping typically uses (about half of K, measured on GSM8K) and L - 1 samples are
+    still running, wasted, when the vote settles. A GPU's nearly flat curve gives all K; a
+    compute-bound CPU's gives one to three. Without adaptive stopping every sample is needed:
+    the width (up to K) with the highest throughput.
     """
-    return k if on_gpu else None
+    if curve is None:
+        return k if on_gpu else None
+    if not adaptive:
+        return curve.best_width(limit=k)
+    used = max(2.0, k / 2)
+    return min(range(1, k + 1), key=lambda live: (used + live - 1) / curve.throughput(live))
 
 
 @dataclass
@@ -235,6 +247,8 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
     config = reasoning_config(samples, answer, vote, adaptive, on_gpu=loaded.plan.n_gpu_layers > 0)
     messages = reasoning_messages(messages, answer)
     max_tokens = options.max_tokens_for("reason")
+    config = with_changes(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0, loaded.cost_curve(),
+                                                           adaptive))
     if not loaded.engine.config.kv_unified:  # after a batch: K samples share one prompt's cells
         loaded.use_layout(1, True)
     tokens = loaded.prompt_tokens(messages)

@@ -11,7 +11,11 @@ One loop serves every mode:
   only the part of the new prompt that differs from what the cache holds is evaluated; with
   several sequences, a request takes the free one whose cache shares the longest prefix with its
   prompt (a conversation's next turn finds its earlier turns), and fresh requests take sequences
-  that hold no cache before evicting the least recently used one.
+  that hold no cache before evicting the least recently used one;
+- speculative decoding (`GenRequest.speculation`): a sample's next token rides with the tokens
+  drafted after it (`speculative.py`), and the KV cells of the drafts the model rejects are removed.
+
+The requests, samples, statistics and hooks it works with are defined in `requests.py`.
 """
 
 from __future__ import annotations
@@ -25,133 +29,11 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import ContextOverflowError, HearthError
 from .engine import Engine
-from .sampling import SamplingParams, sample_seeds
+from .requests import GenRequest, GenStats, Hooks, Sample
+from .sampling import sample_seeds
 from .sequences import SequencePool
-from .textstream import TextStream
 
-
-@dataclass
-class GenRequest:
-    prompt: list[int]
-    params: SamplingParams
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-    n: int = 1  # samples sharing this prompt
-    parallel: int | None = None  # samples alive at once (None: all n); later ones fork from the prompt
-    seeds: list[int] | None = None
-    key: Any = None
-    reuse_prefix: bool = False  # keep this sequence's KV for the next call (n == 1)
-    confidence_top_k: int = 0  # >0: record each token's top-k logprob confidence
-    ignore_eog: bool = False  # benchmarks: generate max_tokens even past end-of-generation
-
-    def kv_cells(self) -> int:
-        """KV cells this request can occupy at most: the shared prompt + the live samples' tokens
-        (a late sample shares the prompt's cells and re-evaluates one token of its own)."""
-        live = min(self.parallel or self.n, self.n)
-        return len(self.prompt) + live * self.max_tokens + (live if live < self.n else 0)
-
-
-@dataclass
-class Sample:
-    """One sequence being generated: its tokens, text, and why it finished."""
-
-    request: GenRequest
-    index: int
-    seq_id: int
-    n_past: int
-    sampler: Any = None
-    tokens: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    logprob_sum: float = 0.0
-    token_confidences: list[float] = field(default_factory=list)
-    first_token_at: float | None = None
-    prompt_reused: int = 0  # prompt tokens served from the KV cache (prefix reuse or sharing)
-    stream: TextStream = field(default_factory=TextStream)
-
-    def __post_init__(self) -> None:
-        self.stream = TextStream(self.request.stop)
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    def stop(self, reason: str) -> None:
-        """Called by a hook to end this sample after the current token (e.g. answer complete)."""
-        if self.finish_reason is None:
-            self.finish_reason = reason
-
-    @property
-    def text(self) -> str:
-        return self.stream.text
-
-    @property
-    def mean_logprob(self) -> float:
-        return self.logprob_sum / len(self.tokens) if self.tokens else 0.0
-
-
-@dataclass
-class GenStats:
-    prompt_tokens: int = 0  # prompt tokens actually evaluated (after prefix reuse)
-    prompt_reused: int = 0  # prompt tokens served from the KV cache
-    prompt_evals: int = 0  # prompts evaluated (one per request, however many samples)
-    prompt_s: float = 0.0
-    decode_rows: int = 0  # sampled tokens fed back through the model
-    decode_s: float = 0.0
-    decode_calls: int = 0
-    max_rows_per_call: int = 0
-    generated: int = 0
-    pure_decode_rows: int = 0  # rows of decode calls that carried no prompt tokens
-    pure_decode_s: float = 0.0
-    by_width: dict = field(default_factory=dict)  # rows per decode-only call -> [calls, seconds]
-    moves: int = 0  # KV streams: samples moved to a lower sequence id
-    seq_runs: int = 0  # KV streams: runs of consecutive sequence ids over the decode calls (one micro-batch each)
-
-    def as_dict(self) -> dict:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "prompt_reused": self.prompt_reused,
-            "prompt_evals": self.prompt_evals,
-            "prompt_s": round(self.prompt_s, 4),
-            "prompt_tok_s": _rate(self.prompt_tokens, self.prompt_s),
-            "decode_calls": self.decode_calls,
-            "decode_rows": self.decode_rows,
-            "max_rows_per_call": self.max_rows_per_call,
-            "decode_s": round(self.decode_s, 4),
-            "decode_tok_s": _rate(self.decode_rows, self.decode_s),
-            "pure_decode_tok_s": _rate(self.pure_decode_rows, self.pure_decode_s),
-            "generated": self.generated,
-            "moves": self.moves,
-            "runs_per_call": round(self.seq_runs / self.decode_calls, 2) if self.decode_calls else 0.0,
-        }
-
-
-def _rate(n: int, seconds: float) -> float:
-    return round(n / seconds, 2) if seconds > 0 else 0.0
-
-
-class Hooks:
-    """Override what you need; the scheduler calls these between decode calls."""
-
-    def on_text(self, sample: Sample, delta: str) -> None:
-        """New visible text of a sample (stop strings already held back/cut)."""
-
-    def on_finish(self, sample: Sample) -> None:
-        """A sample ended (finish_reason set, its sequence freed)."""
-
-    def on_request_done(self, request: GenRequest, samples: list[Sample]) -> None:
-        """All samples of a request ended."""
-
-    def on_request_error(self, request: GenRequest, error: Exception) -> None:
-        """A request could not run at all (e.g. longer than the context)."""
-        raise error
-
-    def should_cancel(self) -> bool:
-        return False
-
-    def may_launch(self, request: GenRequest, live: int) -> bool:
-        """Whether to start another sample of `request` now, `live` of its samples running."""
-        return True
-
+__all__ = ["GenRequest", "GenStats", "Hooks", "Sample", "Scheduler"]
 
 @dataclass
 class _PromptJob:
@@ -472,11 +354,7 @@ class Scheduler:
         batch.clear()
         if self.streams:
             self._compact()
-        # (sequence, position, token, sequence ids, owner): owner is a decoding Sample, or the
-        # _PromptJob whose last prompt token this is (both want logits), or None.
-        plan: list[tuple] = [(s.seq_id, s.n_past, s.tokens[-1], (s.seq_id,), s) for s in self._r.decoding]
-        for sample in self._r.decoding:
-            sample.n_past += 1
+        plan = self._decoding_rows(batch.capacity)
         budget = batch.capacity - len(plan)
         filled: list[_PromptJob] = []
         for job in self._r.jobs:
@@ -494,39 +372,63 @@ class Scheduler:
                 filled.append(job)
         if self.streams:  # one micro-batch per run of consecutive sequence ids, in batch order
             plan.sort(key=lambda r: (r[0], r[1]))
-        rows = []
+        rows, draft_rows = [], {}
         for _seq, pos, token, seq_ids, owner in plan:
             row = batch.add(token, pos, seq_ids, owner is not None)
             if isinstance(owner, Sample):
                 rows.append((owner, row))
+            elif isinstance(owner, tuple):
+                draft_rows.setdefault(id(owner[0]), []).append(row)
             elif owner is not None:
                 owner.last_row = row
         started = time.perf_counter()
         engine.ctx.decode(batch)
-        elapsed = time.perf_counter() - started
-        if rows and batch.n == len(rows):
-            self.stats.pure_decode_rows += len(rows)
-            self.stats.pure_decode_s += elapsed
-            width = self.stats.by_width.setdefault(len(rows), [0, 0.0])
-            width[0] += 1
-            width[1] += elapsed
-        if rows:
-            self.stats.seq_runs += _runs(sorted({r[0] for r in plan})) if self.streams else 1
-            self.stats.decode_s += elapsed
-            self.stats.decode_rows += len(rows)
-            self.stats.decode_calls += 1
-            self.stats.max_rows_per_call = max(self.stats.max_rows_per_call, len(rows))
-        else:
-            self.stats.prompt_s += elapsed
+        self._count_call(len(rows) + sum(len(r) for r in draft_rows.values()), batch.n,
+                         time.perf_counter() - started, plan)
         for sample, row in rows:
             if not sample.done:
-                self._accept(sample, sample.sampler.sample(engine.ctx, row), row)
+                self.stats.decoded += self._take_tokens(sample, [row] + draft_rows.get(id(sample), []))
         for job in filled:
             if job in self._r.jobs:  # not dropped by a hook meanwhile
                 self._hold_prefix(job)
                 self._r.jobs.remove(job)
                 self._fork_samples(job)
         self._r.decoding = [s for s in self._r.decoding if not s.done]
+
+    def _decoding_rows(self, capacity: int) -> list[tuple]:
+        """The decoding samples' rows of the next call: each sample's next token, then the tokens
+        drafted after it (speculation), within `capacity` rows.
+
+        A row is (sequence, position, token, sequence ids, owner); the owner is the Sample for its
+        next token, (Sample, i) for its i-th draft, or — for prompt rows added later — the
+        _PromptJob whose last prompt token it is, or None (no logits)."""
+        plan: list[tuple] = []
+        decoding = self._r.decoding
+        for index, sample in enumerate(decoding):
+            plan.append((sample.seq_id, sample.n_past, sample.tokens[-1], (sample.seq_id,), sample))
+            room = capacity - len(plan) - (len(decoding) - index - 1)  # the others' own rows first
+            for i, token in enumerate(self._drafts(sample, room)):
+                plan.append((sample.seq_id, sample.n_past + 1 + i, token, (sample.seq_id,), (sample, i)))
+            sample.n_past += 1
+        return plan
+
+    def _count_call(self, sample_rows: int, rows: int, elapsed: float, plan) -> None:
+        """Statistics of one decode call with `sample_rows` of its `rows` from decoding samples."""
+        stats = self.stats
+        if not sample_rows:
+            stats.prompt_s += elapsed
+            return
+        stats.seq_runs += _runs(sorted({r[0] for r in plan})) if self.streams else 1
+        if rows == sample_rows:
+            stats.pure_decode_rows += rows
+            stats.pure_decode_s += elapsed
+            width = stats.by_width.setdefault(rows, [0, 0.0])
+            width[0] += 1
+            width[1] += elapsed
+        stats.decode_s += elapsed
+        stats.decode_rows += sample_rows
+        stats.decode_calls += 1
+        stats.max_rows_per_call = max(stats.max_rows_per_call, sample_rows)
 
     def _fork_samples(self, job: _PromptJob) -> None:
         state, request = job.state, job.state.request
@@ -535,10 +437,15 @@ class Scheduler:
             self.engine.ctx.seq_copy(job.seq_ids[0], seq)
         for seq in job.fork_ids:
             index = len(state.samples)
-            sampler = None
+            sampler = spec = None
             if not state.closed:
+                seed = seeds[index % len(seeds)]
                 try:
-                    sampler = self.engine.sampler(request.params, seeds[index % len(seeds)])
+                    if request.speculation is not None:
+                        spec = request.speculation.start(self.engine, request.params, seed, request.prompt)
+                        sampler = spec.sampler
+                    else:
+                        sampler = self.engine.sampler(request.params, seed)
                 except HearthError as exc:  # e.g. a grammar llama.cpp rejects: this request fails, not the run
                     state.error = exc
                     self.close_request(request, "cancelled")
@@ -548,12 +455,40 @@ class Scheduler:
                 continue
             sample = Sample(request, index, seq, n_past=len(request.prompt), prompt_reused=job.reused)
             sample.sampler = sampler
+            sample.spec = spec
             state.samples.append(sample)
             self._r.decoding.append(sample)
-            self._accept(sample, sample.sampler.sample(self.engine.ctx, job.last_row), job.last_row)
+            self._take_tokens(sample, [job.last_row])
         self._maybe_done(state)
 
     # -- per token ------------------------------------------------------------------------
+    def _drafts(self, sample: Sample, room: int) -> list[int]:
+        """Draft tokens to check after the sample's next token (none without speculation). They
+        stay within its max_tokens (so within its KV cells) and the batch."""
+        if sample.spec is None:
+            return []
+        left = sample.request.max_tokens - len(sample.tokens) - 1  # the step's own token is one
+        return sample.spec.drafts(min(left, room))
+
+    def _take_tokens(self, sample: Sample, rows: list[int]) -> int:
+        """Sample the token(s) of a decoded sample: one per call, or with drafts the ones the
+        target agrees with plus its own next one; the rejected drafts' KV cells are removed.
+        Returns how many tokens the call yielded."""
+        if sample.spec is None:
+            self._accept(sample, sample.sampler.sample(self.engine.ctx, rows[0]), rows[0])
+            return 1
+        fed = sample.n_past + len(rows) - 1  # positions held after the call (the drafts included)
+        emitted = sample.spec.verify(self.engine.ctx, rows)
+        # kept: everything before the last emitted token (that one is fed next call)
+        sample.n_past = sample.n_past + len(emitted) - 1
+        if sample.n_past < fed:
+            self.engine.ctx.seq_remove(sample.seq_id, sample.n_past, -1)
+        for token, row in emitted:
+            if sample.done:
+                break
+            self._accept(sample, token, row)
+        return len(emitted)
+
     def _accept(self, sample: Sample, token: int, row: int) -> None:
         model = self.engine.model
         if sample.first_token_at is None:

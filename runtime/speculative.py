@@ -1,0 +1,243 @@
+"""Speculative decoding: guess several tokens, check them all in one llama_decode.
+
+Each step of a speculating sample, a drafter (`drafts.py`: prompt lookup or a draft model)
+proposes tokens; the scheduler decodes the sample's next token plus n drafted ones as n + 1 rows
+of one call, and `verify` walks the rows: a draft token is kept while the target model agrees,
+the first disagreement is replaced by the target's own token, and a fully accepted draft earns
+one more token from the last row. The KV cells of rejected rows are removed by the scheduler.
+
+How many tokens to draft (n, from 0 = plain decode) is chosen every step from two numbers:
+- the cost curve (`costs.py`): a call of n + 1 rows costs `relative(n + 1)` single-row calls,
+  measured on this machine;
+- the running acceptance rate a of drafted tokens (per match length for lookup): with drafts
+  accepted independently with probability a, a step yields 1 + a + ... + a^n tokens.
+n maximises tokens per unit of cost; n = 0 whenever drafting does not pay. While not drafting,
+lookup proposals are still compared with the tokens that follow ("shadow" drafts, free), so the
+rate keeps up with the text; a draft model is probed with one token every PROBE_EVERY steps.
+
+Greedy (temperature 0) output is exactly plain decode's: every kept token is the target's own
+greedy choice from its own logits, and a call never has more rows than llama.cpp computes
+bit-for-bit as it computes single rows (measured with the cost curve). At temperature > 0 a draft token x is kept with probability
+p(x), the target's probability after the whole sampler chain, and on rejection a token is drawn
+from p with x removed (speculative sampling with a deterministic draft), so every token still
+follows p.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .costs import CostCurve
+from .drafts import ModelDrafter, PromptLookup
+
+MAX_DRAFT = 15  # drafted tokens per step at most (16 rows: the widest the curve measures)
+GAIN_MARGIN = 1.03  # draft only when the expected rate beats plain decode by 3%: curves are noisy
+PRIOR_RATE, PRIOR_WEIGHT = 0.5, 2.0  # the acceptance rate before anything is observed
+DECAY = 0.95  # per observed draft token: the rate follows the last few dozen tokens
+PROBE_EVERY = 16  # draft model, not drafting: draft one token every this many steps to re-measure
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """What a request asks for: lookup drafts or a draft model's, and this machine's cost curve."""
+
+    kind: str  # "lookup" | "draft"
+    curve: CostCurve
+    draft_engine: Any = None  # the draft model's Engine ("draft")
+    draft_cost: float = 0.0  # one draft-model step, in target single-row calls
+    max_draft: int = MAX_DRAFT
+
+    def start(self, engine, params, seed: int, prompt: list[int]) -> "SpeculativeSample":
+        return SpeculativeSample(self, engine, params, seed, prompt)
+
+
+def expected_tokens(rate: float, n: int) -> float:
+    """Tokens one step yields with n drafted tokens each accepted with probability `rate`."""
+    return float(n + 1) if rate >= 1.0 else (1.0 - rate ** (n + 1)) / (1.0 - rate)
+
+
+def choose_draft_length(curve: CostCurve, rate: float, available: int, draft_cost: float = 0.0,
+                        limit: int = MAX_DRAFT) -> int:
+    """The draft length (0 = plain decode) with the most expected tokens per unit of cost."""
+    best, best_value = 0, GAIN_MARGIN / curve.relative(1)
+    for n in range(1, min(available, limit) + 1):
+        value = expected_tokens(rate, n) / (curve.relative(n + 1) + n * draft_cost)
+        if value > best_value:
+            best, best_value = n, value
+    return best
+
+
+def accept_draft_token(ids, probs, draft: int, rng) -> tuple[bool, int]:
+    """Speculative sampling's rule for a deterministic draft: keep `draft` with probability
+    p(draft); otherwise draw from p without it. The token returned follows p exactly."""
+    import numpy as np
+
+    where = np.flatnonzero(ids == draft)
+    p = float(probs[where[0]]) if where.size else 0.0
+    if rng.random() < p:
+        return True, draft
+    residual = probs.copy()
+    if where.size:
+        residual[where[0]] = 0.0
+    return False, draw_token(ids, residual, rng)
+
+
+def draw_token(ids, weights, rng) -> int:
+    import numpy as np
+
+    cumulative = np.cumsum(weights)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return int(ids[min(index, len(ids) - 1)])
+
+
+class AcceptanceRate:
+    """The running per-token acceptance rate of drafts, one per key (lookup: match length)."""
+
+    def __init__(self):
+        self._counts: dict[int, list[float]] = {}  # key -> [accepted, observed], decayed
+
+    def observe(self, key: int, accepted: int, rejected: bool) -> None:
+        """A draft of which `accepted` tokens were kept, then one rejected (or none left)."""
+        counts = self._counts.setdefault(key, [0.0, 0.0])
+        seen = accepted + int(rejected)
+        keep = DECAY ** seen
+        counts[0] = counts[0] * keep + accepted
+        counts[1] = counts[1] * keep + seen
+
+    def rate(self, key: int) -> float:
+        accepted, seen = self._counts.get(key, (0.0, 0.0))
+        return (accepted + PRIOR_RATE * PRIOR_WEIGHT) / (seen + PRIOR_WEIGHT)
+
+
+@dataclass
+class SpecStats:
+    kind: str
+    steps: int = 0  # decode calls of the sample
+    drafted: int = 0
+    accepted: int = 0
+    emitted: int = 0  # tokens the steps produced (accepted drafts + one per step)
+    draft_s: float = 0.0  # time spent drafting (a draft model's decode calls)
+    lengths: dict[int, int] = field(default_factory=dict)  # chosen draft length -> steps
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.kind, "steps": self.steps, "drafted": self.drafted, "accepted": self.accepted,
+            "acceptance": round(self.accepted / self.drafted, 3) if self.drafted else None,
+            "tokens_per_step": round(self.emitted / self.steps, 3) if self.steps else None,
+            "draft_length": {"mean": round(self.drafted / self.steps, 3) if self.steps else 0.0,
+                             "chosen": {str(n): c for n, c in sorted(self.lengths.items())}},
+            "draft_s": round(self.draft_s, 4),
+        }
+
+
+class SpeculativeSample:
+    """One sample's speculation: its drafter, its acceptance rates, its sampler and statistics."""
+
+    def __init__(self, speculation: Speculation, engine, params, seed: int, prompt: list[int]):
+        import numpy as np
+
+        self.speculation = speculation
+        self.greedy = params.temperature <= 0
+        # temperature > 0: the chain stops before its draw, which happens here (acceptance rule)
+        self.sampler = engine.sampler(params, seed, draw=self.greedy)
+        self.rng = np.random.default_rng(seed)
+        self.lookup = PromptLookup(prompt)  # the history (prompt + tokens so far), for both kinds
+        self.drafter = ModelDrafter(speculation.draft_engine) if speculation.kind == "draft" else None
+        self.rates = AcceptanceRate()
+        self.stats = SpecStats(speculation.kind)
+        self.pending: list[int] = []  # drafted tokens of the step being decoded
+        self.key = 0
+        self.shadow: tuple[int, list[int], int] | None = None  # (key, proposal, tokens matched)
+        self.idle_steps = 0
+
+    @property
+    def history(self) -> list[int]:
+        return self.lookup.history
+
+    # -- before the decode call ----------------------------------------------------------------
+    def drafts(self, room: int) -> list[int]:
+        """The tokens to check this step (maybe none), at most `room`. The call stays within the
+        rows llama.cpp computes exactly as single rows (`CostCurve.exact_rows`)."""
+        spec = self.speculation
+        limit = max(0, min(room, spec.max_draft, spec.curve.exact_rows - 1))
+        drafts: list[int] = []
+        if limit and self.drafter is None:
+            proposal, self.key = self.lookup.propose(limit)
+            n = choose_draft_length(self.speculation.curve, self.rates.rate(self.key), len(proposal), 0.0, limit)
+            drafts = proposal[:n]
+            if not n and proposal and self.shadow is None:
+                self.shadow = (self.key, proposal, 0)
+        elif limit:
+            drafts = self._model_drafts(limit)
+        if drafts:
+            self.shadow = None
+        self.pending = drafts
+        self.stats.steps += 1
+        self.stats.lengths[len(drafts)] = self.stats.lengths.get(len(drafts), 0) + 1
+        return drafts
+
+    def _model_drafts(self, limit: int) -> list[int]:
+        spec = self.speculation
+        n = choose_draft_length(spec.curve, self.rates.rate(0), limit, spec.draft_cost, limit)
+        self.idle_steps = 0 if n else self.idle_steps + 1
+        if not n and self.idle_steps >= PROBE_EVERY:
+            n, self.idle_steps = 1, 0
+        if not n:
+            return []
+        started = time.perf_counter()
+        drafts = self.drafter.propose(self.history, n)
+        self.stats.draft_s += time.perf_counter() - started
+        return drafts
+
+    # -- after it ------------------------------------------------------------------------------
+    def verify(self, ctx, rows: list[int]) -> list[tuple[int, int]]:
+        """The tokens this step yields, with the row each came from: `rows` are the batch rows of
+        the sample's token and its pending drafts, in order."""
+        drafts, self.pending = self.pending, []
+        emitted: list[tuple[int, int]] = []
+        accepted = 0
+        for i, row in enumerate(rows[: len(drafts) + 1]):
+            draft = drafts[i] if i < len(drafts) else None
+            token, kept = self._next_token(ctx, row, draft)
+            emitted.append((token, row))
+            if not kept:  # a rejected draft, or the row after the last draft
+                break
+            accepted += 1
+        if drafts:
+            self.rates.observe(self.key, accepted, rejected=accepted < len(drafts))
+            self.stats.drafted += len(drafts)
+            self.stats.accepted += accepted
+        self.stats.emitted += len(emitted)
+        for token, _row in emitted:
+            self._observe(token)
+        return emitted
+
+    def _next_token(self, ctx, row: int, draft: int | None) -> tuple[int, bool]:
+        """The target's token for `row`, and whether it is the draft (False: no draft)."""
+        if self.greedy:
+            token = self.sampler.sample(ctx, row)
+            return token, draft is not None and token == draft
+        ids, probs = self.sampler.candidates(ctx, row)
+        if draft is None:
+            token, kept = draw_token(ids, probs, self.rng), False
+        else:
+            kept, token = accept_draft_token(ids, probs, draft, self.rng)
+        self.sampler.accept(token)
+        return token, kept
+
+    def _observe(self, token: int) -> None:
+        """A token joins the history; a pending shadow draft is scored against it."""
+        self.lookup.extend([token])
+        if self.shadow is None:
+            return
+        key, proposal, matched = self.shadow
+        if proposal[matched] != token:
+            self.rates.observe(key, matched, rejected=True)
+            self.shadow = None
+        elif matched + 1 == len(proposal):
+            self.rates.observe(key, matched + 1, rejected=False)
+            self.shadow = None
+        else:
+            self.shadow = (key, proposal, matched + 1)
