@@ -244,11 +244,10 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
     With `answer="number"` the last user message gets the step-by-step instruction ending in the
     `#### <number>` line the extractor reads. On a GPU all samples run at once (`parallel_for`).
     """
-    config = reasoning_config(samples, answer, vote, adaptive, on_gpu=loaded.plan.n_gpu_layers > 0)
+    config = reasoning_config(samples, answer, vote, adaptive, on_gpu=loaded.plan.n_gpu_layers > 0,
+                              curve=loaded.cost_curve())
     messages = reasoning_messages(messages, answer)
     max_tokens = options.max_tokens_for("reason")
-    config = with_changes(config, parallel=parallel_for(samples, loaded.plan.n_gpu_layers > 0, loaded.cost_curve(),
-                                                           adaptive))
     if not loaded.engine.config.kv_unified:  # after a batch: K samples share one prompt's cells
         loaded.use_layout(1, True)
     tokens = loaded.prompt_tokens(messages)
@@ -261,7 +260,7 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
 
 
 def reasoning_config(samples: int, answer: str = "auto", vote: str = "weighted", adaptive: bool = True, *,
-                     on_gpu: bool = False, max_sequences: int | None = None) -> ReasoningConfig:
+                     on_gpu: bool = False, max_sequences: int | None = None, curve=None) -> ReasoningConfig:
     """A checked ReasoningConfig: a bad answer mode, vote method or sample count fails before any
     work. `max_sequences` caps the live samples (plus the prompt's holder) to what a context has."""
     from dataclasses import replace as with_changes
@@ -276,7 +275,7 @@ def reasoning_config(samples: int, answer: str = "auto", vote: str = "weighted",
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
     config = ReasoningConfig(k=samples, vote=vote, answer=answer, adaptive=adaptive)
-    config = with_changes(config, parallel=parallel_for(samples, on_gpu))
+    config = with_changes(config, parallel=parallel_for(samples, on_gpu, curve, adaptive))
     if max_sequences is not None and config.sequences_needed() > max_sequences:
         if max_sequences < 2 and samples > 1:
             raise UsageError(f"{samples} samples need at least 2 sequences, the context has {max_sequences}")

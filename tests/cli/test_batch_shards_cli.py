@@ -29,8 +29,11 @@ def test_shards_cover_the_input_once_and_merge_checks_it(hearth, tmp_path):
     done = hearth("batch-merge", *map(str, parts), "-o", str(merged), "--input", str(src))
     assert done.returncode == 0, done.stderr
     assert "every input id once" in done.stderr
-    ids = sorted(json.dumps(json.loads(line)["id"]) for line in merged.read_text().splitlines())
-    assert ids == sorted(json.dumps(i) for i in [f"q{i}" for i in range(6)] + [7, 8])  # bad lines: line numbers
+    records = [json.loads(line) for line in merged.read_text().splitlines()]
+    ids = sorted(json.dumps(r["id"]) for r in records)
+    # the unreadable line 7 answers as {"id": null, "line": 7}; line 8 has no id: its number is its id
+    assert ids == sorted(json.dumps(i) for i in [f"q{i}" for i in range(6)] + [None, 8])
+    assert [r["line"] for r in records if r["id"] is None] == [7]
 
     # a shard's output left out: refused, one line, nothing written
     merged.unlink()
