@@ -51,16 +51,10 @@ def shard_of(item_id: Any, count: int) -> int:
 
 
 def line_id(text: str, line_no: int) -> Any:
-    """The id `hearth batch` gives a line: its "id", else its line number (also for a line that
-    is not valid JSON, or has an id of the wrong type: its error record carries the number)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return line_no
-    if not isinstance(data, dict):
-        return line_no
-    item_id = data.get("id", line_no)
-    return item_id if isinstance(item_id, (str, int)) and not isinstance(item_id, bool) else line_no
+    """The id `hearth batch` shards a line by: its "id", else its line number (also for a line
+    that is not valid JSON, or has an id of the wrong type: its error record carries the number)."""
+    item_id = readable_id(text, line_no)
+    return line_no if item_id is None else item_id
 
 
 def input_ids(lines: Iterable[str], shard: Shard | None = None) -> list[Any]:
