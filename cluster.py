@@ -124,7 +124,8 @@ def replica_shape(nodes: list[dict], cpus_per_replica: int, wanted: int | None =
         return ReplicaShape(wanted, cpus, gpu, f"{wanted} replicas of {unit} (--replicas; room for {fit} on {where})")
     if fit < 1:
         raise UsageError(f"the cluster ({where}) has no room for one replica of {unit}", hint="lower --threads")
-    return ReplicaShape(fit, cpus, gpu, f"{fit} replica{'s' if fit != 1 else ''} of {unit}: what {where} hold")
+    holds = "holds" if len(live) == 1 else "hold"
+    return ReplicaShape(fit, cpus, gpu, f"{fit} replica{'s' if fit != 1 else ''} of {unit}: what {where} {holds}")
 
 
 # -- the replica -------------------------------------------------------------------------------

@@ -87,8 +87,9 @@ def run_cluster_batch(job: ClusterJob, lines: Iterable, emit: Callable[[dict], N
     writer) as they finish; ids in `skip_ids` are skipped. Returns the BatchSummary, with the
     replicas and the time to start them in `.extra`."""
     note = on_note or (lambda _text: None)
+    # options.sampling() validates the settings (and compiles a schema) before any cluster starts
     defaults = BatchDefaults(options.sampling("batch"), options.max_tokens_for("batch"), job.system, options.stop)
-    items = read_items(lines, defaults, skip_ids or set(), True, shard)  # fails on bad settings before any start
+    items = read_items(lines, defaults, skip_ids or set(), True, shard)
     started = time.perf_counter()
     with ray_cluster(job.address) as ray:
         replicas, describe = _start_replicas(ray, job, options, note)

@@ -101,7 +101,8 @@ def _run_on_cluster(address, replicas, source, writer, options, **settings):
     job_settings = {k: settings.pop(k) for k in ("skip_ids", "shard", "on_error", "on_line")}
     summary = run_cluster_batch(ClusterJob(address, replicas=replicas, **settings), source, writer.write, options,
                                 on_note=out.detail, **job_settings)
-    out.detail(f"{summary.extra['replicas']} replicas, started in {summary.extra['startup_s']}s")
+    count = summary.extra["replicas"]
+    out.detail(f"{count} replica{'s' if count != 1 else ''}, started in {summary.extra['startup_s']}s")
     return summary
 
 
