@@ -87,7 +87,9 @@ def ids(records):
 def test_every_line_once_and_chunks_go_breadth_first():
     a, b = Replica(answers), Replica(answers)
     written, _ = run_job([a, b], n_lines=8, chunk_lines=2, extra_lines=['{"id": "bad"'])
-    assert ids(written) == sorted([f"q{i}" for i in range(8)] + [9], key=str)  # the bad line: an error record, by number
+    # the unreadable line 9: an error record with "id": null and its line number
+    assert ids(written) == sorted([f"q{i}" for i in range(8)] + [None], key=str)
+    assert [r["line"] for r in written if r["id"] is None] == [9]
     assert a.calls[:2] == [["q0", "q1"], ["q4", "q5"]] and b.calls[:2] == [["q2", "q3"], ["q6", "q7"]]
 
 
