@@ -95,7 +95,11 @@ def reports_errors(func: Callable) -> Callable:
         from . import _output
 
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            engine = sys.modules.get("hearth.runtime.engine")
+            if engine is not None:  # a Ctrl-C that struck inside llama.cpp's last log call
+                engine.raise_deferred_interrupt()
+            return result
         except HearthError as exc:
             if os.environ.get("HEARTH_DEBUG"):
                 raise

@@ -48,20 +48,60 @@ def backend_info() -> dict:
 
 _log_callback = None  # llama.cpp keeps the C function pointer: keep the Python object alive
 _previous_callbacks: list = []  # one replaced callback may still be mid-call: keep it a while
+_log_bridges: set = set()  # the Python functions llama.cpp's log calls, to recognise their errors
+_deferred_interrupt = False  # a Ctrl-C that struck inside a log callback, raised when C returns
+_previous_unraisablehook = None
+
+
+def _catch_interrupt_in_callback(unraisable) -> None:
+    """sys.unraisablehook: a Ctrl-C that lands while llama.cpp is calling our log callback.
+
+    Python runs signal handlers between bytecodes, so KeyboardInterrupt can be raised inside the
+    callback; ctypes cannot pass it through C and drops it with a printed traceback, and the
+    interrupt would be lost (a batch ran on to the end and exited 0). It is kept instead and
+    raised by `raise_deferred_interrupt()` once llama.cpp has returned to Python."""
+    global _deferred_interrupt
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and unraisable.object in _log_bridges:
+        _deferred_interrupt = True
+        return
+    (_previous_unraisablehook or sys.__unraisablehook__)(unraisable)
+
+
+def raise_deferred_interrupt() -> None:
+    """Raise the Ctrl-C a log callback swallowed, if any (see `_catch_interrupt_in_callback`)."""
+    global _deferred_interrupt
+    if _deferred_interrupt:
+        _deferred_interrupt = False
+        raise KeyboardInterrupt
 
 
 def set_log_handler(handler) -> None:
     """Route llama.cpp's own log (written from C) to `handler(level, text_bytes)`.
 
     The one owner of llama.cpp's log callback: the engine forwards it to stderr with -vv and
-    drops it otherwise; the quantizer reads its per-tensor progress lines from it."""
-    global _log_callback
+    drops it otherwise; the quantizer reads its per-tensor progress lines from it. A Ctrl-C
+    that strikes inside the callback is not lost: it is raised when llama.cpp returns."""
+    global _log_callback, _previous_unraisablehook
     lib = _llama()
-    callback = lib.llama_log_callback(lambda level, text, user_data: handler(level, text or b""))
+
+    def bridge(level, text, user_data):
+        global _deferred_interrupt
+        try:
+            handler(level, text or b"")
+        except KeyboardInterrupt:
+            _deferred_interrupt = True
+
+    if sys.unraisablehook is not _catch_interrupt_in_callback:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _catch_interrupt_in_callback
+    callback = (lib.llama_log_callback(bridge), bridge)
     if _log_callback is not None:
         _previous_callbacks.append(_log_callback)
         del _previous_callbacks[:-2]
     _log_callback = callback
+    _log_bridges.clear()
+    _log_bridges.update(bridge for _, bridge in [*_previous_callbacks, callback])
+    callback = callback[0]
     lib.llama_log_set(callback, ctypes.c_void_p(0))
 
 
@@ -210,6 +250,7 @@ class LlamaContext:
 
     def decode(self, batch: "TokenBatch") -> None:
         rc = self._lib.llama_decode(self.ptr, batch.raw)
+        raise_deferred_interrupt()
         if rc != 0:
             if rc == 1:
                 raise RuntimeFailure("the KV cache is full: no room for this batch", hint="use a larger --ctx or fewer parallel sequences")
@@ -464,6 +505,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, type_name: str, threads: int
     finally:
         set_llama_logging(False)
     del keep_alive
+    raise_deferred_interrupt()
     if status != 0:
         raise RuntimeFailure(f"llama.cpp failed to quantize {Path(src).name} to {type_name}",
                              hint="is the input a valid F32/F16/BF16 GGUF and is there disk space?")
@@ -500,6 +542,7 @@ class Engine:
                 self.close()
                 raise
         self.load_s = time.perf_counter() - start
+        raise_deferred_interrupt()
         # Tokens whose KV is held per sequence id, so a later request can reuse a prefix.
         self.cached: dict[int, list[int]] = {}
 

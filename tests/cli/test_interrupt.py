@@ -31,3 +31,33 @@ def test_ctrl_c_mid_answer_exits_130_with_partial_output(tmp_path):
     assert proc.returncode == 130, err
     assert b"Traceback" not in err and b"interrupted" in err
     assert len(first + rest) >= 40
+
+
+def test_ctrl_c_inside_llama_log_callback_is_not_lost(default_model_path):
+    """A real SIGINT delivered while llama.cpp is calling our log callback (from C).
+
+    ctypes cannot pass an exception through C: KeyboardInterrupt raised there used to be printed
+    and dropped, and a batch interrupted at that moment ran on to the end and exited 0. The engine
+    keeps it and raises it once llama.cpp has returned.
+    """
+    from hearth.runtime import engine
+
+    calls = []
+
+    def interrupting(level, text):
+        calls.append(text)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the callback
+
+    engine.set_log_handler(interrupting)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model = engine.LlamaModel(default_model_path, vocab_only=True)  # llama.cpp logs while loading
+            try:
+                engine.raise_deferred_interrupt()
+            finally:
+                model.close()
+        assert calls, "llama.cpp never called the log callback"
+        engine.raise_deferred_interrupt()  # raised once, then cleared
+    finally:
+        engine.set_llama_logging(False)
