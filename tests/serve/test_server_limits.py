@@ -144,3 +144,18 @@ def test_a_public_address_without_a_key_is_warned_about(default_model_path, tmp_
                            tmp_path, listening_host="0.0.0.0")
     assert "warning: listening on 0.0.0.0" in server.stderr and "without an API key" in server.stderr
     assert server.stop() == 0
+
+
+def test_with_v_each_request_is_logged_with_its_prompts_beginning(default_model_path, tmp_path):
+    """-v: one line per request with the prompt's beginning (without -v nothing is logged of the
+    prompt: test_bad_requests_never_hurt_the_server_and_log_no_prompt)."""
+    server = ServerProcess(["-m", str(default_model_path), "--parallel", "1", "--ctx", "512", "-v"], tmp_path)
+    try:
+        secret = "quokka-lantern-9182"
+        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Say {secret}."}],
+                                       max_tokens=2)
+        line = wait_for(lambda: next((l for l in server.lines if secret in l), None), timeout=30)
+        assert "chat n=1" in line and "prompt=" in line
+    finally:
+        assert server.stop() == 0, server.stderr
