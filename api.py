@@ -61,11 +61,15 @@ def load(model: str | None = None, *, ctx: int | None = None, threads: int | Non
     converted name), check the file, plan how it fits this machine, and load it.
 
     `ctx`, `threads` and `gpu_layers` override the plan; `options` are the generation defaults
-    of every call on this model (each call's keywords override them)."""
+    of every call on this model (each call's keywords override them). Options that speculate
+    (`lookup`, `draft`) also load the model so that greedy drafts can be checked exactly (on a
+    CPU: with flash attention, which is otherwise off there)."""
     from .runtime.session import PlanRequest
 
-    request = PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers)
-    return Model(_load_resolved(model, request, verbose), options or GenerationOptions(), verbose)
+    options = options or GenerationOptions()
+    request = PlanRequest(ctx=ctx, threads=threads, gpu_layers=gpu_layers,
+                          speculative=options.speculative is not None)
+    return Model(_load_resolved(model, request, verbose), options, verbose)
 
 
 def _load_resolved(reference: str | None, request, verbose: bool = False):

@@ -104,7 +104,7 @@ def chat(
     from .run import load_model
 
     out.set_verbosity(verbose)
-    loaded = load_model(model, ctx, threads, gpu_layers, verbose)
+    loaded = load_model(model, ctx, threads, gpu_layers, verbose, options)
     try:
         state = loaded.chat(system, options)
     except BaseException:

@@ -31,11 +31,12 @@ def read_prompt(argument: str | None) -> str:
     return prompt
 
 
-def load_model(model, ctx, threads, gpu_layers, verbose: int):
-    """The library's `load`, with the plan's reasons on stderr at -v."""
+def load_model(model, ctx, threads, gpu_layers, verbose: int, options=None):
+    """The library's `load`, with the plan's reasons on stderr at -v (`options`: the generation
+    options, when they may speculate)."""
     from ..api import load
 
-    loaded = load(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, verbose=verbose >= 2)
+    loaded = load(model, ctx=ctx, threads=threads, gpu_layers=gpu_layers, options=options, verbose=verbose >= 2)
     for reason in loaded.plan.reasons:
         out.detail(f"plan: {reason}")
     return loaded
@@ -99,7 +100,7 @@ def run(
                       adaptive=True if adaptive is None else adaptive, show_reasoning=show_reasoning,
                       json_out=json_out, verbose=verbose)
         return
-    with load_model(model, ctx, threads, gpu_layers, verbose) as loaded:
+    with load_model(model, ctx, threads, gpu_layers, verbose, options) as loaded:
         if not loaded.has_template:
             out.info(f"note: {loaded.name} has no chat template; running as plain completion")
         done = loaded.generate(text, options, system=system, on_text=None if json_out else out.write)

@@ -12,8 +12,13 @@ draft verification decodes.
 The same calls also tell up to how many rows llama.cpp computes a call exactly as it computes
 one row at a time: wider calls may switch to other kernels (here: 8 rows and up on an AVX-512
 CPU), whose rounding differs, and with a model like Gemma 3 (large activations) that moves logits
-by up to a unit and changes greedy choices. Speculative decoding verifies drafts only in calls
-up to `exact_rows` rows, so greedy output stays exactly plain decode's.
+by up to a unit and changes greedy choices. That also depends on how many positions the KV cache
+holds: on a Xeon with AMX, CPU flash attention was exact up to 16 rows below 256 positions and
+at no width from 256 on; without flash attention, at 1 to 8 rows from one position to the next.
+So exactness is measured at several positions (`EXACT_BASES`); a threshold (exactness that only
+falls further on) is kept by position, anything else counts as exact at one row only. Greedy
+speculative decoding verifies drafts only in calls that are exact where they are
+(`exact_rows_from`), so greedy output stays exactly plain decode's.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from pathlib import Path
 from ..paths import atomic_write, cache_dir
 
 WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
-CURVE_FORMAT = 3
+CURVE_FORMAT = 5
 BASE_TOKENS = 48  # KV positions already held when the rows are measured (a short prompt)
+# KV positions where exactness is checked (those that fit the context): either side of 256,
+# where CPU flash attention changes kernels, and further out.
+EXACT_BASES = (BASE_TOKENS, 64, 100, 200, 240, 300, 500, 1000, 2000)
 ROUNDS = 3  # after one warm-up round; each width's median over the rounds
 
 
@@ -41,6 +49,26 @@ class CostCurve:
     seconds: tuple[float, ...]
     source: str = "measured"  # measured | cached | given
     exact_rows: int = 1 << 30  # calls up to this many rows give bit-identical logits and KV to single rows
+    # (KV position, exact rows there), ascending: where exactness was measured; empty: `exact_rows`
+    # holds at every position (a given curve)
+    exact_at: tuple[tuple[int, int], ...] = ()
+
+    def exact_rows_from(self, position: int) -> int:
+        """The widest call starting at KV position `position` that is exact: the least of what
+        was measured at the last position checked at or before it and at every position checked
+        up to the first one past the call's widest end. Beyond the positions checked: 1."""
+        if not self.exact_at:
+            return self.exact_rows
+        far = position + self.widths[-1]
+        allowed = None
+        for base, exact in self.exact_at:
+            if base <= position:
+                allowed = exact  # the nearest checked position at or before the call
+                continue
+            allowed = exact if allowed is None else min(allowed, exact)
+            if base >= far:
+                return allowed
+        return 1
 
     def relative(self, rows: float) -> float:
         """The cost of a call of `rows` rows in single-row calls: interpolated between measured
@@ -74,18 +102,22 @@ class CostCurve:
         return {"widths": list(self.widths), "seconds": [round(s, 6) for s in self.seconds],
                 "relative": [round(s / self.seconds[0], 3) for s in self.seconds],
                 "best_speedup": round(self.best_speedup, 3), "exact_rows": min(self.exact_rows, self.widths[-1]),
-                "source": self.source}
+                "exact_at": [list(pair) for pair in self.exact_at], "source": self.source}
 
 
-def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int) -> str:
+def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int,
+              flash_attn: bool | None = None) -> str:
     """What the curve depends on: the model file (its size and first MiB), the machine (CPU,
-    llama.cpp build, GPU), the thread count and the GPU offload."""
+    llama.cpp build, GPU), the thread count, the GPU offload and the attention kernel (which
+    rows llama.cpp computes exactly as single rows depends on it)."""
     digest = hashlib.sha256()
     with open(model_path, "rb") as handle:
         digest.update(handle.read(1 << 20))
     digest.update(str(Path(model_path).stat().st_size).encode())
     digest.update(json.dumps(machine, sort_keys=True).encode())
     digest.update(f"threads={n_threads} gpu_layers={n_gpu_layers} format={CURVE_FORMAT}".encode())
+    if flash_attn is not None:
+        digest.update(f" flash_attn={flash_attn}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -110,17 +142,19 @@ def read_cached(key: str) -> CostCurve | None:
         record = json.loads(curve_path(key).read_text(encoding="utf-8"))
         widths, seconds = tuple(int(w) for w in record["widths"]), tuple(float(s) for s in record["seconds"])
         exact = int(record["exact_rows"])
+        exact_at = tuple((int(base), int(rows)) for base, rows in record["exact_at"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if record.get("format") != CURVE_FORMAT or not widths or len(widths) != len(seconds) or widths[0] != 1 \
-            or min(seconds) <= 0 or list(widths) != sorted(set(widths)) or exact < 1:
+            or min(seconds) <= 0 or list(widths) != sorted(set(widths)) or exact < 1 \
+            or any(rows < 1 for _, rows in exact_at) or [b for b, _ in exact_at] != sorted({b for b, _ in exact_at}):
         return None
-    return CostCurve(widths, seconds, "cached", exact)
+    return CostCurve(widths, seconds, "cached", exact, exact_at)
 
 
 def write_cached(key: str, curve: CostCurve, about: dict) -> None:
     record = {"format": CURVE_FORMAT, "widths": list(curve.widths), "seconds": list(curve.seconds),
-              "exact_rows": curve.exact_rows, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), **about}
+              "exact_rows": curve.exact_rows, "exact_at": [list(pair) for pair in curve.exact_at], "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), **about}
     with atomic_write(curve_path(key)) as handle:
         json.dump(record, handle, indent=1)
 
@@ -136,22 +170,33 @@ def measure_curve(engine, widths: tuple[int, ...] = WIDTHS, rounds: int = ROUNDS
     base = min(BASE_TOKENS, engine.n_ctx_seq // 2)
     room = min(engine.batch.capacity, engine.n_ctx_seq - base - 1)
     widths = tuple(w for w in widths if w <= room) or (1,)
-    tokens = _filler_tokens(engine, base + widths[-1] + 1)
+    bases = [base] + [b for b in EXACT_BASES if b > base and b + widths[-1] + 1 <= engine.n_ctx_seq]
+    tokens = _filler_tokens(engine, bases[-1] + widths[-1] + 1)
     engine.cached.pop(seq, None)
     ctx.seq_remove(seq, -1, -1)
     timings: dict[int, list[float]] = {w: [] for w in widths}
     try:
         _decode(engine, tokens[:base], 0, seq, last_logits=False)
         exact_rows = _exact_rows(engine, tokens, base, widths, seq)  # also warms caches and threads up
+        exact_at = [(base, exact_rows)]
         for _ in range(rounds):
             for width in widths:
                 started = time.perf_counter()
                 _decode(engine, tokens[base:base + width], base, seq, last_logits=True)
                 timings[width].append(time.perf_counter() - started)
                 ctx.seq_remove(seq, base, -1)
+        for previous, further in zip(bases, bases[1:]):  # the prefix grows to each further position
+            _decode(engine, tokens[previous:further], previous, seq, last_logits=False)
+            exact_at.append((further, _exact_rows(engine, tokens, further, widths, seq)))
     finally:
         ctx.seq_remove(seq, -1, -1)
-    return CostCurve(widths, tuple(statistics.median(timings[w]) for w in widths), exact_rows=exact_rows)
+    if any(later[1] > earlier[1] for earlier, later in zip(exact_at, exact_at[1:])):
+        # Exactness that rises again further on follows no threshold (CPU attention without flash
+        # attention: 1 to 8 rows from one position to the next): nothing between the positions
+        # checked is known, so no call of several rows is taken as exact anywhere.
+        exact_rows, exact_at = 1, [(base, 1) for base, _ in exact_at]
+    return CostCurve(widths, tuple(statistics.median(timings[w]) for w in widths), exact_rows=exact_rows,
+                     exact_at=tuple(exact_at))
 
 
 def _exact_rows(engine, tokens: list[int], base: int, widths: tuple[int, ...], seq: int) -> int:
@@ -160,13 +205,20 @@ def _exact_rows(engine, tokens: list[int], base: int, widths: tuple[int, ...], s
     import numpy as np
 
     ctx = engine.ctx
-    reference = []  # one row at a time: logits at base, base + 1, ...
-    for i in range(widths[-1] + 1):
-        _decode(engine, [tokens[base + i]], base + i, seq, last_logits=True)
-        reference.append(ctx.logits_row(0).copy())
-    ctx.seq_remove(seq, base, -1)
+    reference: list = []  # one row at a time: logits at base, base + 1, ...
+
+    def single_rows(upto: int) -> None:  # the reference as far as `upto` (the KV above base is rebuilt)
+        if len(reference) > upto:
+            return
+        reference.clear()
+        for i in range(upto + 1):
+            _decode(engine, [tokens[base + i]], base + i, seq, last_logits=True)
+            reference.append(ctx.logits_row(0).copy())
+        ctx.seq_remove(seq, base, -1)
+
     exact = 1
     for width in widths[1:]:
+        single_rows(widths[1] if width == widths[1] else widths[-1])  # a first failure costs little
         _decode(engine, tokens[base:base + width], base, seq, last_logits=True)
         same = all(np.array_equal(ctx.logits_row(i), reference[i]) for i in range(width))
         _decode(engine, [tokens[base + width]], base + width, seq, last_logits=True)
@@ -195,11 +247,11 @@ def _decode(engine, tokens: list[int], start: int, seq: int, last_logits: bool) 
 
 
 def cost_curve(engine, model_path: Path, n_threads: int, n_gpu_layers: int,
-               on_measure=None) -> CostCurve:
+               on_measure=None, flash_attn: bool | None = None) -> CostCurve:
     """The cached curve for this model, machine, threads and offload, or a fresh measurement
     (cached for next time). `on_measure()` is called before measuring (a few seconds)."""
     machine = machine_identity()
-    key = curve_key(model_path, machine, n_threads, n_gpu_layers)
+    key = curve_key(model_path, machine, n_threads, n_gpu_layers, flash_attn)
     cached = read_cached(key)
     if cached is not None:
         return cached

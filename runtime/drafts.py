@@ -55,16 +55,19 @@ class PromptLookup:
 class ModelDrafter:
     """Drafts from a small model sharing the target's vocabulary: its greedy continuation.
 
-    The draft model keeps its own KV cache of the history (sequence 0 of its own context); each
-    proposal first catches up with the tokens accepted since the last one (one decode call),
-    then decodes one token per drafted position.
+    The draft model keeps its own KV cache of the history (sequence `seq_id` of its own context:
+    a server's samples each draft in a sequence of their own); each proposal first catches up
+    with the tokens accepted since the last one (one decode call), then decodes one token per
+    drafted position. A draft context with fewer sequences than the target's shares them: the
+    drafts stay right (every sequence is re-fed what it lacks), only slower.
     """
 
-    def __init__(self, engine):
+    def __init__(self, engine, seq_id: int = 0):
         self.engine = engine
-        self.held: list[int] = []  # tokens whose KV the draft context holds
-        engine.ctx.seq_remove(0, -1, -1)
-        engine.cached.pop(0, None)
+        self.seq = seq_id % max(1, engine.config.n_seq_max)
+        self.held: list[int] = []  # tokens whose KV the draft context holds for this drafter
+        engine.ctx.seq_remove(self.seq, -1, -1)
+        engine.cached[self.seq] = self.held  # the drafter that used the sequence last owns it
 
     def propose(self, history: Sequence[int], limit: int) -> list[int]:
         import numpy as np
@@ -72,9 +75,12 @@ class ModelDrafter:
         if limit <= 0 or not history:
             return []
         engine = self.engine
+        if engine.cached.get(self.seq) is not self.held:  # another drafter used the sequence since
+            self.held = []
+            engine.cached[self.seq] = self.held
         keep = min(_common_prefix(self.held, history), len(history) - 1)  # the last token gives the logits
-        engine.ctx.seq_remove(0, keep, -1)
-        self.held = list(history[:keep])
+        engine.ctx.seq_remove(self.seq, keep, -1)
+        del self.held[keep:]
         row = self._feed(history[keep:])
         drafts: list[int] = []
         while True:
@@ -91,14 +97,14 @@ class ModelDrafter:
             chunk = tokens[offset:offset + batch.capacity]
             batch.clear()
             for i, token in enumerate(chunk):
-                row = batch.add(token, len(self.held) + i, (0,), offset + i == len(tokens) - 1)
+                row = batch.add(token, len(self.held) + i, (self.seq,), offset + i == len(tokens) - 1)
             engine.ctx.decode(batch)
             self.held.extend(chunk)
         return row
 
     def reset(self) -> None:
-        self.engine.ctx.seq_remove(0, -1, -1)
-        self.held = []
+        self.engine.ctx.seq_remove(self.seq, -1, -1)
+        self.held.clear()
 
 
 def check_same_vocabulary(target, draft, target_name: str, draft_name: str) -> None:

@@ -407,7 +407,7 @@ class Scheduler:
         for index, sample in enumerate(decoding):
             plan.append((sample.seq_id, sample.n_past, sample.tokens[-1], (sample.seq_id,), sample))
             room = capacity - len(plan) - (len(decoding) - index - 1)  # the others' own rows first
-            for i, token in enumerate(self._drafts(sample, room)):
+            for i, token in enumerate(self._drafts(sample, room, len(decoding) - 1)):
                 plan.append((sample.seq_id, sample.n_past + 1 + i, token, (sample.seq_id,), (sample, i)))
             sample.n_past += 1
         return plan
@@ -442,7 +442,7 @@ class Scheduler:
                 seed = seeds[index % len(seeds)]
                 try:
                     if request.speculation is not None:
-                        spec = request.speculation.start(self.engine, request.params, seed, request.prompt)
+                        spec = request.speculation.start(self.engine, request.params, seed, request.prompt, seq)
                         sampler = spec.sampler
                     else:
                         sampler = self.engine.sampler(request.params, seed)
@@ -462,13 +462,14 @@ class Scheduler:
         self._maybe_done(state)
 
     # -- per token ------------------------------------------------------------------------
-    def _drafts(self, sample: Sample, room: int) -> list[int]:
+    def _drafts(self, sample: Sample, room: int, others: int) -> list[int]:
         """Draft tokens to check after the sample's next token (none without speculation). They
-        stay within its max_tokens (so within its KV cells) and the batch."""
+        stay within its max_tokens (so within its KV cells) and the batch; `others`: the other
+        decoding samples' rows in the same call, which the draft length is chosen against."""
         if sample.spec is None:
             return []
         left = sample.request.max_tokens - len(sample.tokens) - 1  # the step's own token is one
-        return sample.spec.drafts(min(left, room))
+        return sample.spec.drafts(min(left, room), others)
 
     def _take_tokens(self, sample: Sample, rows: list[int]) -> int:
         """Sample the token(s) of a decoded sample: one per call, or with drafts the ones the

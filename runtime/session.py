@@ -30,6 +30,9 @@ class PlanRequest:
     n_seq: int = 1
     max_tokens: int | None = None
     kv_unified: bool = True  # False: one KV stream per sequence (batch: many unrelated prompts)
+    # True: speculative decoding will verify drafts here; on a CPU, llama.cpp then keeps flash
+    # attention (calls of several rows are exact there, so greedy drafts can be checked)
+    speculative: bool = False
 
 
 @dataclass
@@ -80,7 +83,7 @@ class LoadedModel:
         self.request = replace(self.request, n_seq=max(1, n_seq))
         per_seq = self.request.ctx or round_up(-(-tokens_needed // self.request.n_seq), CONTEXT_STEP)
         self.plan = _plan(self.info, self.request, ctx=per_seq)
-        self.engine.reconfigure(context_config(self.plan))
+        self.engine.reconfigure(context_config(self.plan, self.request))
 
     def use_layout(self, n_seq: int, kv_unified: bool, ctx: int | None = None) -> None:
         """Rebuild the context for `n_seq` sequences in this KV layout (ctx: cells per sequence;
@@ -90,7 +93,7 @@ class LoadedModel:
             return
         self.request = replace(self.request, n_seq=n_seq, kv_unified=kv_unified)
         self.plan = _plan(self.info, self.request, ctx=ctx)
-        self.engine.reconfigure(context_config(self.plan))
+        self.engine.reconfigure(context_config(self.plan, self.request))
 
     def cost_curve(self):
         """This machine's decode cost curve for the model and plan (`costs.py`): read from the
@@ -99,18 +102,25 @@ class LoadedModel:
 
         key = (self.plan.n_threads, self.plan.n_gpu_layers)
         if self._curve is None or self._curve[0] != key:
-            self._curve = (key, cost_curve(self.engine, self.resolved.path, *key))
+            self._curve = (key, cost_curve(self.engine, self.resolved.path, *key,
+                                           flash_attn=self.engine.config.flash_attn))
         return self._curve[1]
 
     def close(self) -> None:
         self.engine.close()
 
 
-def context_config(plan) -> ContextConfig:
+def context_config(plan, request: PlanRequest | None = None) -> ContextConfig:
+    import os
+
+    from .hardware import flash_attention
+
+    speculative = request is not None and request.speculative
     return ContextConfig(
         n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_seq_max=plan.n_seq,
         n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch, n_gpu_layers=plan.n_gpu_layers,
         kv_unified=plan.kv_unified,
+        flash_attn=flash_attention(plan.n_gpu_layers, os.environ.get("HEARTH_FLASH_ATTN"), speculative),
     )
 
 
@@ -137,5 +147,5 @@ def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInf
     check_vocabulary(info)  # llama.cpp aborts on some vocabularies: refuse them first
     request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)
-    engine = Engine(resolved.path, context_config(plan), verbose=verbose)
+    engine = Engine(resolved.path, context_config(plan, request), verbose=verbose)
     return LoadedModel(resolved, info, plan, engine, request)

@@ -48,9 +48,14 @@ class Speculation:
     draft_engine: Any = None  # the draft model's Engine ("draft")
     draft_cost: float = 0.0  # one draft-model step, in target single-row calls
     max_draft: int = MAX_DRAFT
+    # lookup: tokens the answer is expected to repeat (a server request's `prediction`), looked
+    # up as if they came before the prompt
+    reference: tuple[int, ...] = ()
 
-    def start(self, engine, params, seed: int, prompt: list[int]) -> "SpeculativeSample":
-        return SpeculativeSample(self, engine, params, seed, prompt)
+    def start(self, engine, params, seed: int, prompt: list[int], seq_id: int = 0) -> "SpeculativeSample":
+        """A sample's speculation; `seq_id`: its sequence, which a draft model mirrors in its own
+        context (several samples may draft at once)."""
+        return SpeculativeSample(self, engine, params, seed, prompt, seq_id)
 
 
 def expected_tokens(rate: float, n: int) -> float:
@@ -59,11 +64,16 @@ def expected_tokens(rate: float, n: int) -> float:
 
 
 def choose_draft_length(curve: CostCurve, rate: float, available: int, draft_cost: float = 0.0,
-                        limit: int = MAX_DRAFT) -> int:
-    """The draft length (0 = plain decode) with the most expected tokens per unit of cost."""
-    best, best_value = 0, GAIN_MARGIN / curve.relative(1)
+                        limit: int = MAX_DRAFT, others: int = 0) -> int:
+    """The draft length (0 = plain decode) with the most expected tokens per unit of cost.
+
+    `others`: rows of other sequences in the same call (a server decoding several requests).
+    The call then yields `others` tokens besides this sample's, and drafting pays only if the
+    extra rows cost less than they bring: on a compute-bound CPU a call that is wide already
+    leaves nothing to gain; on a GPU it stays nearly free."""
+    best, best_value = 0, GAIN_MARGIN * (others + 1) / curve.relative(others + 1)
     for n in range(1, min(available, limit) + 1):
-        value = expected_tokens(rate, n) / (curve.relative(n + 1) + n * draft_cost)
+        value = (others + expected_tokens(rate, n)) / (curve.relative(others + n + 1) + n * draft_cost)
         if value > best_value:
             best, best_value = n, value
     return best
@@ -135,7 +145,7 @@ class SpecStats:
 class SpeculativeSample:
     """One sample's speculation: its drafter, its acceptance rates, its sampler and statistics."""
 
-    def __init__(self, speculation: Speculation, engine, params, seed: int, prompt: list[int]):
+    def __init__(self, speculation: Speculation, engine, params, seed: int, prompt: list[int], seq_id: int = 0):
         import numpy as np
 
         self.speculation = speculation
@@ -143,8 +153,10 @@ class SpeculativeSample:
         # temperature > 0: the chain stops before its draw, which happens here (acceptance rule)
         self.sampler = engine.sampler(params, seed, draw=self.greedy)
         self.rng = np.random.default_rng(seed)
-        self.lookup = PromptLookup(prompt)  # the history (prompt + tokens so far), for both kinds
-        self.drafter = ModelDrafter(speculation.draft_engine) if speculation.kind == "draft" else None
+        self.drafter = ModelDrafter(speculation.draft_engine, seq_id) if speculation.kind == "draft" else None
+        # The history (prompt + tokens so far), for both kinds; lookup also searches the reference.
+        self.reference = len(speculation.reference) if self.drafter is None else 0
+        self.lookup = PromptLookup([*speculation.reference[:self.reference], *prompt])
         self.rates = AcceptanceRate()
         self.stats = SpecStats(speculation.kind)
         self.pending: list[int] = []  # drafted tokens of the step being decoded
@@ -154,23 +166,30 @@ class SpeculativeSample:
 
     @property
     def history(self) -> list[int]:
-        return self.lookup.history
+        return self.lookup.history[self.reference:] if self.reference else self.lookup.history
 
     # -- before the decode call ----------------------------------------------------------------
-    def drafts(self, room: int) -> list[int]:
-        """The tokens to check this step (maybe none), at most `room`. The call stays within the
-        rows llama.cpp computes exactly as single rows (`CostCurve.exact_rows`)."""
+    def drafts(self, room: int, others: int = 0) -> list[int]:
+        """The tokens to check this step (maybe none), at most `room`; `others`: rows of other
+        sequences in the same call. Greedy, the call stays within the rows llama.cpp computes
+        exactly as single rows at this position (`CostCurve.exact_rows_from`), so the output is
+        plain decode's; sampling, rounding a unit apart changes no distribution and the whole
+        curve is open."""
         spec = self.speculation
-        limit = max(0, min(room, spec.max_draft, spec.curve.exact_rows - 1))
+        limit = min(room, spec.max_draft)
+        if self.greedy:
+            limit = min(limit, spec.curve.exact_rows_from(len(self.history) - 1) - 1 - others)
+        limit = max(0, limit)
         drafts: list[int] = []
         if limit and self.drafter is None:
             proposal, self.key = self.lookup.propose(limit)
-            n = choose_draft_length(self.speculation.curve, self.rates.rate(self.key), len(proposal), 0.0, limit)
+            n = choose_draft_length(self.speculation.curve, self.rates.rate(self.key), len(proposal), 0.0, limit,
+                                    others)
             drafts = proposal[:n]
             if not n and proposal and self.shadow is None:
                 self.shadow = (self.key, proposal, 0)
         elif limit:
-            drafts = self._model_drafts(limit)
+            drafts = self._model_drafts(limit, others)
         if drafts:
             self.shadow = None
         self.pending = drafts
@@ -178,9 +197,9 @@ class SpeculativeSample:
         self.stats.lengths[len(drafts)] = self.stats.lengths.get(len(drafts), 0) + 1
         return drafts
 
-    def _model_drafts(self, limit: int) -> list[int]:
+    def _model_drafts(self, limit: int, others: int = 0) -> list[int]:
         spec = self.speculation
-        n = choose_draft_length(spec.curve, self.rates.rate(0), limit, spec.draft_cost, limit)
+        n = choose_draft_length(spec.curve, self.rates.rate(0), limit, spec.draft_cost, limit, others)
         self.idle_steps = 0 if n else self.idle_steps + 1
         if not n and self.idle_steps >= PROBE_EVERY:
             n, self.idle_steps = 1, 0

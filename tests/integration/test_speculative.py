@@ -21,7 +21,8 @@ from hearth.runtime.speculative import Speculation
 def flat(model) -> CostCurve:
     """A curve on which extra rows are free (every step drafts), within the rows the machine
     computes exactly as single rows (measured)."""
-    return CostCurve((1, 2, 4, 8, 16), (1.0,) * 5, "given", exact_rows=model._loaded.cost_curve().exact_rows)
+    measured = model._loaded.cost_curve()
+    return CostCurve((1, 2, 4, 8, 16), (1.0,) * 5, "given", exact_rows=measured.exact_rows, exact_at=measured.exact_at)
 
 
 CODE = '''def parse(path):
@@ -45,6 +46,8 @@ PROMPTS = [
     '"owner": {"name": "Ada", "id": 7}}',
     "Write a short story about a lighthouse keeper.",
     "Count from 1 to 25, separated by commas.",
+    # past 256 positions, where this project's Xeon computes no call of several rows exactly
+    "Repeat this code exactly, twice.\n\n" + CODE + "\n" + CODE,
 ]
 N_TOKENS = 80
 
@@ -57,7 +60,8 @@ def generate(model, tokens: list[int], speculation=None, params=SamplingParams(t
 
 def check_lookup_equals_plain(path, template: bool) -> None:
     drafted = accepted = 0
-    with hearth.load(str(path), ctx=2048) as model:
+    # loaded to speculate: on a CPU that keeps flash attention, the kernel with exact calls
+    with hearth.load(str(path), ctx=2048, options=hearth.GenerationOptions(lookup=True)) as model:
         exact_rows = model._loaded.cost_curve().exact_rows
         for prompt in PROMPTS:
             tokens = model.prompt_tokens(prompt, template=template)

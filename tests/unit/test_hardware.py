@@ -228,3 +228,21 @@ def test_detect_cpu_and_memory_on_this_machine():
     assert isinstance(model, str) and isinstance(simd, list)
     total, available = hardware.detect_memory()
     assert 0 < available <= total
+
+
+def test_flash_attention_is_off_on_the_cpu_and_llamas_choice_on_a_gpu():
+    from hearth.runtime.hardware import flash_attention
+
+    assert flash_attention(0) is False  # CPU only: time to first token stays flat as a conversation grows
+    assert flash_attention(99) is None and flash_attention(5) is None  # layers on a GPU: llama.cpp decides
+    assert flash_attention(0, "1") is True and flash_attention(99, "0") is False
+    assert flash_attention(0, "auto") is None and flash_attention(0, " ") is False
+
+
+def test_the_cost_curve_key_tells_the_attention_kernels_apart(tmp_path):
+    from hearth.runtime.costs import curve_key
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(100))
+    keys = {curve_key(model, {"cpu": "x"}, 2, 0, flash) for flash in (None, False, True)}
+    assert len(keys) == 3

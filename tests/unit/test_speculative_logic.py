@@ -188,15 +188,19 @@ def test_cost_curve_interpolates_and_extends():
 
 def test_cost_curve_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HEARTH_CACHE", str(tmp_path))
-    curve = CostCurve((1, 2, 4), (0.01, 0.012, 0.02), exact_rows=2)
+    curve = CostCurve((1, 2, 4), (0.01, 0.012, 0.02), exact_rows=2, exact_at=((48, 2), (300, 1)))
     costs.write_cached("abc", curve, {"model": "m.gguf"})
     again = costs.read_cached("abc")
-    assert (again.widths, again.seconds, again.exact_rows) == (curve.widths, curve.seconds, 2)
+    assert (again.widths, again.seconds, again.exact_rows, again.exact_at) == \
+        (curve.widths, curve.seconds, 2, ((48, 2), (300, 1)))
     assert again.source == "cached"
     path = costs.curve_path("abc")
-    good = {"format": costs.CURVE_FORMAT, "widths": [1, 2], "seconds": [0.01, 0.02], "exact_rows": 2}
+    good = {"format": costs.CURVE_FORMAT, "widths": [1, 2], "seconds": [0.01, 0.02], "exact_rows": 2,
+            "exact_at": [[48, 2]]}
     for broken in ("{", json.dumps({**good, "widths": [2, 4]}), json.dumps({**good, "seconds": [0.01, 0]}),
                    json.dumps({**good, "format": 99}), json.dumps({**good, "exact_rows": 0}),
+                   json.dumps({**good, "exact_at": [[48, 0]]}), json.dumps({**good, "exact_at": [[300, 1], [48, 2]]}),
+                   json.dumps({k: v for k, v in good.items() if k != "exact_at"}),
                    json.dumps({k: v for k, v in good.items() if k != "exact_rows"})):
         path.write_text(broken)
         assert costs.read_cached("abc") is None
@@ -220,8 +224,8 @@ class _OracleSpeculation(Speculation):
     """Lookup speculation whose proposals are the reference continuation with every `wrong`-th
     token corrupted: drafts are kept, rejected and cut at every position."""
 
-    def start(self, engine, params, seed, prompt):
-        sample = super().start(engine, params, seed, prompt)
+    def start(self, engine, params, seed, prompt, seq_id=0):
+        sample = super().start(engine, params, seed, prompt, seq_id)
         truth = reference_tokens(prompt, 200)
         state = {"calls": 0}
 
@@ -270,3 +274,31 @@ def test_drafts_never_pass_max_tokens_or_the_batch():
     assert sample.tokens == reference_tokens([3, 4, 5, 6], 9)
     assert scheduler.stats.max_rows_per_call <= 4
     assert max(int(n) for n in sample.spec.stats.lengths) <= 3
+
+
+def test_exactness_depends_on_where_the_call_starts():
+    """As measured with CPU flash attention: 16 rows exact below 256 positions, 1 from 256 on."""
+    curve = CostCurve((1, 2, 4, 8, 16), (1.0,) * 5, "given", exact_rows=16,
+                      exact_at=((48, 16), (200, 16), (240, 16), (300, 1), (500, 1)))
+    assert curve.exact_rows_from(0) == 16 and curve.exact_rows_from(180) == 16
+    assert curve.exact_rows_from(230) == 1  # its widest call would end past 240, before 300: unknown
+    assert curve.exact_rows_from(400) == 1
+    assert curve.exact_rows_from(490) == 1  # past the last position checked: nothing is known
+    assert CostCurve((1, 2), (1.0, 1.0), "given", exact_rows=5).exact_rows_from(10_000) == 5  # no positions: everywhere
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_greedy_drafts_stop_where_calls_stop_being_exact(temperature):
+    """Greedy: drafts only while the call is exact at its position; sampling: the whole curve."""
+    engine = FakeEngine(n_seq_max=1, n_ctx=1024, n_batch=64)
+    curve = CostCurve(FLAT.widths, FLAT.seconds, "given", exact_rows=4, exact_at=((0, 4), (200, 4), (300, 1), (900, 1)))
+    block = list(range(100, 140))
+    spec = SpeculativeSample(Speculation("lookup", curve), engine, SamplingParams(temperature=temperature), 1,
+                             prompt=block + block[:4])  # position 43: block[4:] follows its end earlier on
+    early = len(spec.drafts(15))
+    spec.lookup.extend(list(range(200, 460)) + block[:4])  # position 307: past 300
+    late = len(spec.drafts(15))
+    if temperature == 0:
+        assert (early, late) == (3, 0)
+    else:
+        assert early > 3 and late > 3
