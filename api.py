@@ -266,12 +266,19 @@ class Model:
         """Start a GenerationService: one engine thread that owns this model and batches the
         requests of many concurrent clients (`hearth serve` runs on it). `parallel` requests
         decode together (default as `hearth batch`), each with `ctx` KV cells (default: planned);
-        `queue` more may wait. Call its `.stop()` before closing the model."""
+        `queue` more may wait. With `lookup` in the options, every request of one answer
+        speculates with prompt-lookup drafts unless it says otherwise (a request may also ask for
+        them: `prepare(..., speculative="lookup")`). Call its `.stop()` before closing the model."""
+        from .errors import UsageError
         from .runtime.service import DEFAULT_QUEUE, GenerationService
 
         opts = (options or self.options).merged(**overrides)
+        if opts.draft:
+            raise UsageError("a draft model is not served: give the server lookup drafts (--lookup)",
+                             hint="draft models work in hearth run and hearth chat")
         return GenerationService(self._loaded, opts, parallel=parallel, ctx=ctx,
-                                 queue=DEFAULT_QUEUE if queue is None else queue, on_layout=on_layout)
+                                 queue=DEFAULT_QUEUE if queue is None else queue, on_layout=on_layout,
+                                 lookup=opts.lookup)
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -21,6 +21,7 @@ def serve(
     ctx: Annotated[Optional[int], typer.Option("--ctx", "-c", min=256, help="Context per request in tokens: prompt + answer (default: planned, 4096 at most).")] = None,
     queue: Annotated[Optional[int], typer.Option("--queue", min=0, help="Requests that may wait for a free slot before the server answers 503 (default 64).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="HEARTH_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on every endpoint but /health.")] = None,
+    lookup: Annotated[bool, typer.Option("--lookup", help="Speculative decoding with prompt-lookup drafts for every request of one answer (a request opts out with \"speculative\": \"off\"; without this flag it opts in with \"lookup\" or a prediction).")] = False,
     threads: opt.Threads = None,
     gpu_layers: opt.GpuLayers = None,
     verbose: opt.Verbose = 0,
@@ -29,7 +30,8 @@ def serve(
 
     Concurrent requests decode together in one llama.cpp batch; `n` gives n choices from one
     prompt evaluation; `"vote": {"answer": "number"}` in a request runs reasoning mode. A
-    conversation's next turn reuses the KV cache of its earlier turns. GET /health answers 200
+    conversation's next turn reuses the KV cache of its earlier turns; `"speculative": "lookup"`
+    or OpenAI's `prediction` drafts tokens from the prompt or the predicted text. GET /health answers 200
     once the model is loaded. SIGINT or SIGTERM stops it (exit 0); no prompt text is logged
     unless -v.
 
@@ -48,5 +50,6 @@ def serve(
         raise HearthError(f"hearth serve needs FastAPI and uvicorn ({exc.name} is missing)",
                           hint='pip install "hearth[serve]"') from None
     settings = ServeSettings(model=model, host=host, port=port, parallel=parallel, ctx=ctx, threads=threads,
-                             gpu_layers=gpu_layers, queue=queue, api_key=api_key or None, verbose=verbose)
+                             gpu_layers=gpu_layers, queue=queue, api_key=api_key or None, lookup=lookup,
+                             verbose=verbose)
     run_server(settings, Reporter(info=out.info, warn=out.warn, detail=out.detail))

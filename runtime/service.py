@@ -58,6 +58,7 @@ class JobResult:
     reasoning: Any = None  # the ReasoningResult of a vote
     first_token_s: float | None = None  # from submit to the first token
     wall_s: float = 0.0  # from submit to the end
+    drafts: tuple[int, int] | None = None  # speculating: (accepted, rejected) drafted tokens
 
 
 @dataclass(eq=False)
@@ -80,14 +81,19 @@ class GenerationService:
     """Owns `loaded` (a runtime LoadedModel) from construction until `stop()`."""
 
     def __init__(self, loaded, options: GenerationOptions | None = None, *, parallel: int | None = None,
-                 ctx: int | None = None, queue: int = DEFAULT_QUEUE, on_layout: Callable[[str], None] | None = None):
+                 ctx: int | None = None, queue: int = DEFAULT_QUEUE, on_layout: Callable[[str], None] | None = None,
+                 lookup: bool = False):
+        # This machine's cost curve (measured once per model and machine, then cached) sizes the
+        # slots, a vote's live samples and lookup drafts: measured now, before any request.
+        self.curve = loaded.cost_curve()
         if parallel is None:
-            parallel = _default_parallel(loaded, ctx, on_layout)
+            parallel = _default_parallel(loaded, ctx, on_layout, self.curve)
         if not isinstance(parallel, int) or parallel < 1:
             raise UsageError(f"parallel must be an integer >= 1, got {parallel!r}")
         loaded.use_layout(parallel + 1, False, ctx)  # one KV stream per slot, one more for the shared prefix
         self.loaded = loaded
         self.options = options or GenerationOptions()
+        self.lookup = lookup  # requests of one answer speculate unless they say otherwise
         self.slots = parallel
         self.queue_limit = max(0, queue)
         # Half the slots' conversations keep their KV whatever happens; older ones give way when
@@ -112,10 +118,14 @@ class GenerationService:
         return self.loaded.engine.n_ctx_seq
 
     def prepare(self, prompt: str | list[dict], *, template: bool = True, options: GenerationOptions | None = None,
-                n: int = 1, vote: VoteSpec | None = None) -> Job:
+                n: int = 1, vote: VoteSpec | None = None, speculative: str | None = None,
+                prediction: str | None = None) -> Job:
         """Tokenize and check a request (chat messages, or raw text with `template=False`).
 
-        Raises UsageError / ContextOverflowError (with the sizes) before anything is queued."""
+        `speculative`: "lookup" (prompt-lookup drafts) or "off"; None: the service's default,
+        for a request of one answer. `prediction`: text the answer is expected to repeat (an
+        edited file), looked up for drafts too. Raises UsageError / ContextOverflowError (with
+        the sizes) before anything is queued."""
         from .reasoning import reasoning_config, reasoning_messages, reasoning_request
 
         opts = options or self.options
@@ -124,7 +134,8 @@ class GenerationService:
         config = None
         if vote is not None:
             config = reasoning_config(n, vote.answer, vote.vote, vote.adaptive,
-                                      on_gpu=self.loaded.plan.n_gpu_layers > 0, max_sequences=self.slots)
+                                      on_gpu=self.loaded.plan.n_gpu_layers > 0, max_sequences=self.slots,
+                                      curve=self.curve)
             if template:
                 prompt = reasoning_messages(prompt, vote.answer)
         tokens = self._tokens(prompt, template)
@@ -137,8 +148,24 @@ class GenerationService:
             request = reasoning_request(tokens, params, max_tokens, config, opts.stop)
         else:
             request = GenRequest(tokens, params, max_tokens, opts.stop, n=n, parallel=self._live_samples(n),
-                                 reuse_prefix=n == 1)
+                                 reuse_prefix=n == 1, speculation=self._speculation(speculative, prediction, n, vote))
         return Job(request, len(tokens), config)
+
+    def _speculation(self, asked: str | None, prediction: str | None, n: int, vote: VoteSpec | None):
+        """The lookup speculation of a request, or None (plain decode)."""
+        from .speculative import Speculation
+
+        if asked not in (None, "lookup", "off"):
+            raise UsageError(f"unknown speculative mode {asked!r}", hint="use lookup or off")
+        if prediction is not None and asked == "off":
+            raise UsageError("a prediction is used through lookup drafts: it cannot go with speculative off")
+        wanted = asked == "lookup" or prediction is not None
+        if wanted and (n != 1 or vote is not None):
+            raise UsageError("speculative decoding drafts for one answer at a time: it needs n = 1 and no vote")
+        if not (wanted or (asked is None and self.lookup and n == 1 and vote is None)):
+            return None
+        reference = tuple(self.loaded.engine.tokenize(prediction, add_special=False)) if prediction else ()
+        return Speculation("lookup", self.curve, reference=reference)
 
     def submit(self, job: Job, on_events: Callable[[list[tuple]], None], *, stream: bool = True) -> None:
         """Queue a prepared job; BusyError when the queue is full or the service is stopping.
@@ -265,7 +292,9 @@ class GenerationService:
         wall = now - job.submitted_at
         if job.hooks is None:
             choices = [Choice(s.index, s.text, s.finish_reason, len(s.tokens)) for s in sorted(samples, key=lambda s: s.index)]
-            return JobResult(choices, job.prompt_tokens, cached, completion, None, first_token_s, wall)
+            specs = [s.spec.stats for s in samples if s.spec is not None]
+            drafts = (sum(x.accepted for x in specs), sum(x.drafted - x.accepted for x in specs)) if specs else None
+            return JobResult(choices, job.prompt_tokens, cached, completion, None, first_token_s, wall, drafts)
         from .reasoning import reasoning_result
 
         reasoning = reasoning_result(samples, job.hooks, job.prompt_tokens, wall)
@@ -388,15 +417,16 @@ def _deliver(job: Job, events: list[tuple]) -> None:
         pass
 
 
-def _default_parallel(loaded, ctx: int | None, on_layout: Callable[[str], None] | None) -> int:
-    """As `hearth batch` decides: 16 on a CPU, 64 with every layer on a GPU, fewer if short of memory."""
+def _default_parallel(loaded, ctx: int | None, on_layout: Callable[[str], None] | None, curve=None) -> int:
+    """As `hearth batch` decides: 16 on a CPU, 64 with every layer on a GPU, or where this
+    machine's cost curve peaks earlier; fewer if short of memory."""
     from .hardware import detect_hardware
     from .jsonl_batch import decide_parallel
     from .plan import DEFAULT_CONTEXT
 
     request = loaded.request
     parallel, reason = decide_parallel(loaded.info, detect_hardware(), per_seq=ctx or DEFAULT_CONTEXT,
-                                       threads=request.threads, gpu_layers=request.gpu_layers)
+                                       threads=request.threads, gpu_layers=request.gpu_layers, curve=curve)
     if on_layout:
         on_layout(reason)
     return parallel

@@ -69,7 +69,8 @@ def prepare(service, parsed: wire.Parsed) -> list:
     jobs = []
     for prompt in parsed.prompts:
         try:
-            jobs.append(service.prepare(prompt, template=parsed.kind == "chat", options=options, n=parsed.n, vote=vote))
+            jobs.append(service.prepare(prompt, template=parsed.kind == "chat", options=options, n=parsed.n, vote=vote,
+                                        speculative=parsed.speculative, prediction=parsed.prediction))
         except HearthError as exc:
             where = "response_format" if "schema" in exc.message or "grammar" in exc.message else param
             raise error_for(exc, where if isinstance(exc, UsageError) else param) from None
@@ -143,8 +144,10 @@ def _response(exchange: Exchange, results: list) -> dict:
 
 
 def _usage(results: list) -> dict:
+    drafted = [r.drafts for r in results if r.drafts is not None]
+    drafts = (sum(a for a, _ in drafted), sum(b for _, b in drafted)) if drafted else None
     return wire.usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results),
-                      sum(r.cached_tokens for r in results))
+                      sum(r.cached_tokens for r in results), drafts)
 
 
 # -- a stream -------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class ServeSettings:
     gpu_layers: int | None = None
     queue: int | None = None
     api_key: str | None = None
+    lookup: bool = False  # prompt-lookup drafts for every request of one answer (unless it says "off")
     verbose: int = 0
 
 
@@ -134,9 +135,10 @@ def _start_http(sock: socket.socket, settings: ServeSettings, report: Reporter):
 def _load(settings: ServeSettings, state, report: Reporter):
     """Load the model and start the service; the routes see it from here on."""
     from ..api import load
+    from ..runtime.options import GenerationOptions
 
     model = load(settings.model, ctx=None, threads=settings.threads, gpu_layers=settings.gpu_layers,
-                 verbose=settings.verbose >= 2)
+                 options=GenerationOptions(lookup=settings.lookup), verbose=settings.verbose >= 2)
     try:
         service = model.service(settings.parallel, ctx=settings.ctx, queue=settings.queue, on_layout=report.detail)
     except BaseException:

@@ -3,7 +3,8 @@
 Requests are pydantic models in strict mode (a string is not a number) that forbid unknown
 fields. A field hearth does not support (`tools`, `logprobs`, ...) is refused with a 400 naming
 it unless it holds its neutral value (null, false, 0, an empty list...), which changes nothing;
-it is never silently ignored. `vote` is hearth's extension (reasoning mode). Every error is a
+it is never silently ignored. `vote` (reasoning mode) and `speculative` (prompt-lookup drafts)
+are hearth's extensions; `prediction` (OpenAI's Predicted Outputs) feeds the drafts. Every error is a
 `WireError`, rendered as OpenAI's `{"error": {"message", "type", "param", "code"}}`.
 
 Pure: no model and no HTTP here; `serve/app.py` does the routes.
@@ -28,7 +29,7 @@ NEUTRAL: dict[str, tuple] = {
     "functions": (None, []), "function_call": (None, "none"), "parallel_tool_calls": (None, True, False),
     "logit_bias": (None, {}), "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "best_of": (None, 1),
     "echo": (None, False), "suffix": (None, ""), "modalities": (None, ["text"]), "audio": (None,),
-    "prediction": (None,), "store": (None, False), "metadata": (None, {}), "service_tier": (None, "auto", "default"),
+    "store": (None, False), "metadata": (None, {}), "service_tier": (None, "auto", "default"),
     "reasoning_effort": (None,), "web_search_options": (None,), "verbosity": (None,),
 }
 
@@ -69,6 +70,19 @@ class ResponseFormat(_Strict):
     json_schema: JsonSchemaFormat | None = None
 
 
+class Prediction(_Strict):
+    """OpenAI's Predicted Outputs: text the answer is expected to repeat (a file being edited).
+    hearth drafts from it (prompt lookup) and checks the drafts as speculative decoding does."""
+
+    type: Literal["content"]
+    content: Any
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: Any) -> str:
+        return message_text(value)
+
+
 class VoteOptions(_Strict):
     """hearth's extension: reasoning mode over the request's n samples."""
 
@@ -89,6 +103,8 @@ class _Generation(_Strict):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     vote: VoteOptions | None = None
+    prediction: Prediction | None = None
+    speculative: Literal["lookup", "off"] | None = None  # hearth's extension: prompt-lookup drafts
     user: str | None = None  # an end-user id for the operator's logs: nothing to generate with
     top_k: int | None = Field(None, ge=0)  # hearth (and llama.cpp server) extensions
     min_p: float | None = Field(None, ge=0, lt=1)
@@ -170,6 +186,8 @@ class Parsed:
     vote: VoteOptions | None
     stream: bool
     include_usage: bool
+    speculative: str | None = None  # "lookup" | "off" | None (the server's default)
+    prediction: str | None = None
 
 
 def parse_body(raw: bytes) -> dict:
@@ -194,6 +212,13 @@ def parse_request(data: dict, kind: Literal["chat", "completion"]) -> Parsed:
         raise WireError(400, "stream_options is only allowed with stream: true", param="stream_options")
     if req.vote is not None and kind == "completion" and len(req.prompt) > 1:
         raise WireError(400, "vote takes one prompt", param="vote")
+    prediction = req.prediction.content if req.prediction is not None else None
+    for name, asked in (("prediction", prediction is not None), ("speculative", req.speculative == "lookup")):
+        if asked and (req.n > 1 or req.vote is not None):
+            raise WireError(400, f"{name} drafts for one answer at a time: it needs n = 1 and no vote", param=name)
+    if prediction is not None and req.speculative == "off":
+        raise WireError(400, "a prediction is used through lookup drafts: it cannot go with speculative off",
+                        param="prediction")
     max_tokens = req.max_tokens
     if kind == "chat" and req.max_completion_tokens is not None:
         if max_tokens is not None and max_tokens != req.max_completion_tokens:
@@ -210,7 +235,8 @@ def parse_request(data: dict, kind: Literal["chat", "completion"]) -> Parsed:
     else:
         prompts = req.prompt
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return Parsed(kind, req.model, prompts, overrides, req.n, req.vote, req.stream, include_usage)
+    return Parsed(kind, req.model, prompts, overrides, req.n, req.vote, req.stream, include_usage,
+                  req.speculative, prediction)
 
 
 def _refuse_unsupported(data: dict, kind: str) -> None:
@@ -268,10 +294,17 @@ def new_id(kind: str) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int,
+          drafts: tuple[int, int] | None = None) -> dict:
+    """OpenAI's usage object; `drafts` = (accepted, rejected) drafted tokens of a speculating
+    request, reported as OpenAI reports a prediction's tokens."""
+    body = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    if drafts is not None:
+        body["completion_tokens_details"] = {"accepted_prediction_tokens": drafts[0],
+                                             "rejected_prediction_tokens": drafts[1]}
+    return body
 
 
 def choice(kind: str, index: int, text: str, reason: str | None) -> dict:

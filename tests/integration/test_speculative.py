@@ -167,3 +167,42 @@ def test_speculation_is_refused_where_many_answers_run(default_model_path):
             model.batch([{"id": 1, "prompt": "Hi"}], lookup=True)
         with pytest.raises(hearth.UsageError, match="not both"):
             model.generate("Hi", lookup=True, draft=str(default_model_path))
+
+
+def _serve_one(service, prompt: str, **prepare):
+    """A request through a GenerationService (what `hearth serve` runs on): its JobResult."""
+    import queue
+
+    events: queue.Queue = queue.Queue()
+    job = service.prepare([{"role": "user", "content": prompt}], template=True, **prepare)
+    service.submit(job, lambda batch: [events.put(e) for e in batch], stream=False)
+    while True:
+        event = events.get(timeout=120)
+        if event[0] != "text":
+            assert event[0] == "done", event
+            return event[1]
+
+
+@pytest.mark.slow
+def test_a_served_request_drafts_from_its_prediction_and_keeps_the_greedy_text(default_model_path):
+    """Per request in a server: lookup drafts from the prompt and from OpenAI-style predicted
+    text, checked exactly as in `hearth run --lookup`: the greedy text is the plain one."""
+    options = hearth.GenerationOptions(temperature=0, max_tokens=N_TOKENS)
+    with hearth.load(str(default_model_path), options=options.merged(lookup=True)) as model:
+        service = model.service(2, ctx=1024)
+        try:
+            prompt = PROMPTS[0]  # the rename: its answer repeats most of the prompt
+            plain = _serve_one(service, prompt, speculative="off")
+            assert plain.drafts is None
+            predicted = _serve_one(service, prompt, prediction=plain.choices[0].text)
+            looked_up = _serve_one(service, prompt)  # the service's default (lookup), from the prompt alone
+            first = len(model.prompt_tokens(prompt, template=True))
+        finally:
+            service.stop()
+    assert predicted.choices[0].text == plain.choices[0].text == looked_up.choices[0].text
+    accepted, rejected = predicted.drafts
+    if service.curve.exact_rows_from(first) > 1:  # this machine checks greedy drafts of a row or more here
+        assert accepted > 0
+    else:
+        assert accepted == rejected == 0
+    assert looked_up.drafts is not None

@@ -221,3 +221,21 @@ def test_bad_requests_never_hurt_the_server_and_log_no_prompt(server, client):
                                                        "max_tokens": -1}, timeout=30)
     assert health(server)["status"] == "ok"
     assert secret not in server.stderr and "Traceback" not in server.stderr
+
+
+def test_predicted_outputs_and_lookup_per_request_keep_the_greedy_text(client):
+    """OpenAI's `prediction` and hearth's `speculative` through the real client: the same greedy
+    text as plain decode, and the drafted tokens reported as OpenAI reports a prediction's."""
+    code = "def parse(path):\n    with open(path) as handle:\n        return handle.read().splitlines()\n"
+    content = "Repeat this code exactly:\n\n" + code
+    plain = ask(client, content, max_tokens=40, temperature=0)
+    assert plain.usage.completion_tokens_details is None  # nothing drafted, nothing reported
+    predicted = ask(client, content, max_tokens=40, temperature=0, prediction={"type": "content", "content": code})
+    looked_up = ask(client, content, max_tokens=40, temperature=0, extra_body={"speculative": "lookup"})
+    assert predicted.choices[0].message.content == plain.choices[0].message.content
+    assert looked_up.choices[0].message.content == plain.choices[0].message.content
+    details = predicted.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens >= 0 and details.rejected_prediction_tokens >= 0
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(client, content, max_tokens=8, n=2, prediction={"type": "content", "content": code})
+    assert refused.value.body["param"] == "prediction"

@@ -142,3 +142,28 @@ def test_usage_is_counted_as_openai_counts_it():
 def test_server_sent_events():
     assert wire.sse("[DONE]") == b"data: [DONE]\n\n"
     assert wire.sse({"a": "é"}) == 'data: {"a":"é"}\n\n'.encode()
+
+
+def test_speculation_and_predicted_outputs():
+    plain = wire.parse_request(chat(), "chat")
+    assert (plain.speculative, plain.prediction) == (None, None)
+    parsed = wire.parse_request(chat(speculative="lookup", prediction={"type": "content", "content": "def f(): pass"}),
+                                "chat")
+    assert (parsed.speculative, parsed.prediction) == ("lookup", "def f(): pass")
+    parts = wire.parse_request(chat(prediction={"type": "content", "content": [{"type": "text", "text": "a"},
+                                                                                 {"type": "text", "text": "b"}]}), "chat")
+    assert parts.prediction == "ab" and parts.speculative is None
+    assert wire.parse_request(chat(speculative="off"), "chat").speculative == "off"
+    assert refused(chat(speculative="draft")).param == "speculative"
+    assert refused(chat(prediction={"type": "image", "content": "x"})).param == "prediction.type"
+    assert refused(chat(n=2, prediction={"type": "content", "content": "x"})).param == "prediction"
+    assert refused(chat(n=2, speculative="lookup")).param == "speculative"
+    assert refused(chat(n=3, vote={}, speculative="lookup")).param == "speculative"
+    assert refused(chat(speculative="off", prediction={"type": "content", "content": "x"})).param == "prediction"
+    assert wire.parse_request(chat(n=2, speculative="off"), "chat").n == 2  # off asks for nothing
+
+
+def test_usage_reports_drafted_tokens_as_openai_reports_predictions():
+    body = wire.usage(10, 20, 4, drafts=(12, 3))
+    assert body["completion_tokens_details"] == {"accepted_prediction_tokens": 12, "rejected_prediction_tokens": 3}
+    assert "completion_tokens_details" not in wire.usage(10, 20, 4)
