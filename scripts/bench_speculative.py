@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: speculative decoding (`--lookup`) against plain decode and llama-cpp-python's
-prompt-lookup decoding, on Qwen2.5-Coder-1.5B Q4_K_M (scripts/assemble_qwen.py), greedy.
+prompt-lookup decoding, on Qwen2.5-Coder-1.5B Q4_K_M (scripts/assemble_qwen.py), greedy
+(or hearth alone at --temperature T).
 
 Measured in the same run, each variant on the same prompt tokens (the model's chat template):
 - the cost curve of n-row steps (`hearth.runtime.costs.measure_curve`, measured afresh): the best
@@ -86,11 +87,12 @@ def model_path(name: str | None) -> str:
     return str(assemble())
 
 
-def run_hearth(model, tokens: list[int], n: int, lookup: bool) -> dict:
+def run_hearth(model, tokens: list[int], n: int, lookup: bool, temperature: float = 0.0) -> dict:
     from hearth.runtime.generation import generate_once
     from hearth.runtime.options import GenerationOptions
 
-    sample, _ = generate_once(model._loaded, tokens, GenerationOptions(temperature=0, max_tokens=n, lookup=lookup))
+    options = GenerationOptions(temperature=temperature, seed=1, max_tokens=n, lookup=lookup)
+    sample, _ = generate_once(model._loaded, tokens, options)
     ended = time.perf_counter()
     row = {"tokens": list(sample.tokens), "tok_s": (len(sample.tokens) - 1) / (ended - sample.first_token_at)}
     if sample.spec is not None:
@@ -144,8 +146,8 @@ def bench_prompt(model, llm, name: str, args, lengths: list[int], saved: dict) -
     best = saved.setdefault(name, {})
     runs = {}
     if not args.no_hearth:
-        runs["plain"] = lambda: run_hearth(model, tokens, args.tokens, False)
-        runs["lookup"] = lambda: run_hearth(model, tokens, args.tokens, True)
+        runs["plain"] = lambda: run_hearth(model, tokens, args.tokens, False, args.temperature)
+        runs["lookup"] = lambda: run_hearth(model, tokens, args.tokens, True, args.temperature)
     for length in lengths if llm is not None else ():
         runs[f"llama_L{length}"] = lambda length=length: run_llama(llm, tokens, args.tokens, length)
     for _ in range(args.rounds):
@@ -192,6 +194,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="hearth's sampling temperature (> 0: no Llama runs; texts differ by design)")
     ap.add_argument("--llama-lengths", default="10,2,3,4,6,8", help="Llama's fixed draft lengths (10: its default)")
     ap.add_argument("--no-hearth", action="store_true", help="only Llama's runs (to split the work)")
     ap.add_argument("--ceiling", action="store_true", help="also llama.cpp's raw decode loop (K=1,2,4,8)")
@@ -211,15 +215,17 @@ def main() -> None:
     from hearth.runtime.costs import measure_curve
 
     path = model_path(args.model)
-    lengths = [int(x) for x in args.llama_lengths.split(",") if x]
+    lengths = [int(x) for x in args.llama_lengths.split(",") if x] if args.temperature == 0 else []
     saved_path = Path(args.save) if args.save else None
     report = json.loads(saved_path.read_text()) if saved_path and saved_path.exists() else {}
-    report.update({"model": Path(path).name, "threads": args.threads, "tokens": args.tokens})
+    report.update({"model": Path(path).name, "threads": args.threads, "tokens": args.tokens,
+                   "temperature": args.temperature})
     runs = report.setdefault("runs", {})
-    with hearth.load(path, ctx=2048, threads=args.threads) as model:
+    # loaded to speculate, as `hearth run --lookup` loads it (on a CPU: with flash attention)
+    with hearth.load(path, ctx=2048, threads=args.threads, options=hearth.GenerationOptions(lookup=True)) as model:
         if "cost_curve" not in report:
             curve = measure_curve(model._loaded.engine)
-            exact = [w for w in curve.widths if w <= curve.exact_rows]
+            exact = [w for w in curve.widths if w <= curve.exact_rows]  # at the first position checked
             report["cost_curve"] = {**curve.to_dict(),
                                     "best_speedup_exact": round(max(curve.throughput(w) for w in exact), 3)}
         report["cost_curve_used"] = model._loaded.cost_curve().to_dict()  # the cached one lookup chooses from
@@ -250,7 +256,10 @@ def print_report(report: dict) -> None:
     print("cost curve (rows: cost in single-row calls): "
           + " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"])))
     print(f"best speedup allowed: {curve['best_speedup']:.2f}x (all widths), {curve['best_speedup_exact']:.2f}x "
-          f"(within the {curve['exact_rows']} rows computed exactly)")
+          f"(within the {curve['exact_rows']} rows computed exactly at 48 positions); exact rows by position: "
+          + " ".join(f"{b}:{r}" for b, r in curve.get("exact_at", [])))
+    if report.get("temperature"):
+        print(f"temperature {report['temperature']} (seed 1): texts differ by design")
     for row in report["prompts"]:
         line = f"{row['prompt']:8} {row['kind']:5}"
         if "plain_tok_s" in row:
