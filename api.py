@@ -255,6 +255,7 @@ class Model:
         session = ChatSession(self._loaded, opts.sampling("chat"), opts.max_tokens_for("chat"), system,
                               loader=lambda ref, request: _load_resolved(ref, request, self.verbose))
         session.lookup = opts.lookup
+        session.exact_drafts = opts.exact_drafts
         if opts.draft:
             session.set_draft(opts.draft)
         return session

@@ -36,6 +36,7 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU th
 GpuLayers = Annotated[Optional[int], typer.Option("--gpu-layers", min=-1, help="Layers to offload to the GPU (-1 = all; default: planned).")]
 SchemaFile = Annotated[Optional[Path], typer.Option("--schema", "--json-schema", help="JSON schema file: constrain the output to JSON matching it.")]
 Lookup = Annotated[Optional[bool], typer.Option("--lookup", help="Speculative decoding: draft tokens from the prompt and the answer so far (n-gram lookup); the draft length follows this machine's measured cost curve and the acceptance rate, down to none. Greedy output is unchanged.")]
+LooseDrafts = Annotated[Optional[bool], typer.Option("--loose-drafts", help="With --lookup/--draft at temperature 0: check drafts in any call the cost curve favours, as llama.cpp does, not only in calls computed exactly like one row. Faster where exactness ends (some CPUs: past 256 tokens); the text may differ from plain decode's at rounding-level near-ties.")]
 Draft = Annotated[Optional[str], typer.Option("--draft", help="Speculative decoding: draft tokens with this small model (same vocabulary as -m), drafts checked as with --lookup.", show_default=False)]
 GrammarFile = Annotated[Optional[Path], typer.Option("--grammar", help="GBNF grammar file: constrain the output to it.")]
 
@@ -58,7 +59,7 @@ def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True, 
     if constraints:
         flags.update(schema=SchemaFile, grammar=GrammarFile)
     if speculation:
-        flags.update(lookup=Lookup, draft=Draft)
+        flags.update(lookup=Lookup, draft=Draft, loose_drafts=LooseDrafts)
 
     def decorate(func: Callable) -> Callable:
         import typing
@@ -85,16 +86,18 @@ def generation_flags(mode: str, *, stop: bool = True, constraints: bool = True, 
 
 def generation_options(*, max_tokens=None, temp=None, top_k=None, top_p=None, min_p=None, repeat_penalty=None,
                        seed=None, stop=None, schema: Path | None = None, grammar: Path | None = None,
-                       lookup: bool = False, draft: str | None = None) -> GenerationOptions:
+                       lookup: bool = False, draft: str | None = None, loose_drafts: bool = False) -> GenerationOptions:
     """The flags as the library's options (flags left out keep GenerationOptions' defaults)."""
     from ..errors import UsageError
 
     if schema and grammar:
         raise UsageError("--schema and --grammar cannot be combined")
+    if loose_drafts and not (lookup or draft):
+        raise UsageError("--loose-drafts changes how --lookup or --draft check their drafts: give one of them")
     return GenerationOptions().merged(
         max_tokens=max_tokens, temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
         seed=seed, stop=tuple(stop) if stop else None, json_schema=_read(schema), grammar=_read(grammar),
-        lookup=lookup or None, draft=draft)
+        lookup=lookup or None, draft=draft, exact_drafts=False if loose_drafts else None)
 
 
 def _read(path: Path | None) -> str | None:

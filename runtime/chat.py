@@ -66,6 +66,7 @@ class ChatSession:
         self.last: TurnResult | None = None
         self.lookup = False  # speculative decoding with prompt-lookup drafts (/lookup)
         self.draft = None  # the draft model's LoadedModel (/draft MODEL)
+        self.exact_drafts = True  # greedy drafts only in exact calls (GenerationOptions.exact_drafts)
 
     @property
     def n_ctx(self) -> int:
@@ -147,7 +148,8 @@ class ChatSession:
         from .options import GenerationOptions
 
         options = GenerationOptions(lookup=self.lookup and not self.draft,
-                                    draft=self.draft.resolved.reference if self.draft else None)
+                                    draft=self.draft.resolved.reference if self.draft else None,
+                                    exact_drafts=self.exact_drafts)
         return speculation_for(self.loaded, options, tokens_needed, self.draft)
 
     def set_draft(self, reference: str | None) -> None:

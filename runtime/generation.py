@@ -27,9 +27,10 @@ def speculation_for(loaded, options: GenerationOptions, tokens_needed: int, draf
             raise ValueError("options.draft is set: pass the loaded draft model")
         draft.ensure_context(tokens_needed)
         curve, draft_curve = loaded.cost_curve(), draft.cost_curve()
-        return Speculation("draft", curve, draft.engine, draft_cost=draft_curve.seconds[0] / curve.seconds[0])
+        return Speculation("draft", curve, draft.engine, draft_cost=draft_curve.seconds[0] / curve.seconds[0],
+                           exact=options.exact_drafts)
     if options.lookup:
-        return Speculation("lookup", loaded.cost_curve())
+        return Speculation("lookup", loaded.cost_curve(), exact=options.exact_drafts)
     return None
 
 

@@ -40,6 +40,11 @@ class GenerationOptions:
     # chosen every step from this machine's measured cost curve and the running acceptance rate.
     lookup: bool = False  # drafts from the prompt and the answer so far (prompt lookup)
     draft: str | None = None  # drafts from this small model (a model reference; same vocabulary)
+    # Greedy: check drafts only in calls llama.cpp computes exactly like single rows, so the text is
+    # plain decode's to the bit. False: in any call the cost curve favours, as llama.cpp's own
+    # speculative decoding does — faster where exactness ends (on some CPUs past 256 positions),
+    # the text equal to plain decode's up to rounding-level near-ties.
+    exact_drafts: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

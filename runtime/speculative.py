@@ -51,6 +51,7 @@ class Speculation:
     # lookup: tokens the answer is expected to repeat (a server request's `prediction`), looked
     # up as if they came before the prompt
     reference: tuple[int, ...] = ()
+    exact: bool = True  # greedy: only calls computed exactly like single rows (see `drafts`)
 
     def start(self, engine, params, seed: int, prompt: list[int], seq_id: int = 0) -> "SpeculativeSample":
         """A sample's speculation; `seq_id`: its sequence, which a draft model mirrors in its own
@@ -177,7 +178,7 @@ class SpeculativeSample:
         curve is open."""
         spec = self.speculation
         limit = min(room, spec.max_draft)
-        if self.greedy:
+        if self.greedy and spec.exact:
             limit = min(limit, spec.curve.exact_rows_from(len(self.history) - 1) - 1 - others)
         limit = max(0, limit)
         drafts: list[int] = []

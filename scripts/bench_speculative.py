@@ -87,11 +87,11 @@ def model_path(name: str | None) -> str:
     return str(assemble())
 
 
-def run_hearth(model, tokens: list[int], n: int, lookup: bool, temperature: float = 0.0) -> dict:
+def run_hearth(model, tokens: list[int], n: int, lookup: bool, temperature: float = 0.0, exact: bool = True) -> dict:
     from hearth.runtime.generation import generate_once
     from hearth.runtime.options import GenerationOptions
 
-    options = GenerationOptions(temperature=temperature, seed=1, max_tokens=n, lookup=lookup)
+    options = GenerationOptions(temperature=temperature, seed=1, max_tokens=n, lookup=lookup, exact_drafts=exact)
     sample, _ = generate_once(model._loaded, tokens, options)
     ended = time.perf_counter()
     row = {"tokens": list(sample.tokens), "tok_s": (len(sample.tokens) - 1) / (ended - sample.first_token_at)}
@@ -148,6 +148,8 @@ def bench_prompt(model, llm, name: str, args, lengths: list[int], saved: dict) -
     if not args.no_hearth:
         runs["plain"] = lambda: run_hearth(model, tokens, args.tokens, False, args.temperature)
         runs["lookup"] = lambda: run_hearth(model, tokens, args.tokens, True, args.temperature)
+        if args.loose:
+            runs["lookup_loose"] = lambda: run_hearth(model, tokens, args.tokens, True, args.temperature, exact=False)
     for length in lengths if llm is not None else ():
         runs[f"llama_L{length}"] = lambda length=length: run_llama(llm, tokens, args.tokens, length)
     for _ in range(args.rounds):
@@ -174,6 +176,10 @@ def summarize(name: str, best: dict) -> dict:
         lookup = best["lookup"]
         result.update({"lookup_tok_s": round(lookup["tok_s"], 2), "lookup_speedup": round(lookup["tok_s"] / plain["tok_s"], 3),
                        "lookup_same_text": lookup["tokens"] == plain["tokens"], "lookup_stats": lookup["spec"]})
+    if "lookup_loose" in best:
+        loose = best["lookup_loose"]
+        result.update({"loose_tok_s": round(loose["tok_s"], 2), "loose_speedup": round(loose["tok_s"] / plain["tok_s"], 3),
+                       "loose_same_text": loose["tokens"] == plain["tokens"], "loose_stats": loose["spec"]})
     llama_rows = {k: v for k, v in best.items() if k.startswith("llama_")}
     if llama_rows:
         result["llama"] = {k: {"tok_s": round(v["tok_s"], 2), "same_text": v["tokens"] == plain["tokens"]}
@@ -184,6 +190,8 @@ def summarize(name: str, best: dict) -> dict:
             result["vs_llama_default"] = round(best["lookup"]["tok_s"] / llama_rows["llama_L10"]["tok_s"], 3)
         if "lookup" in best:
             result["vs_llama_best_fixed"] = round(best["lookup"]["tok_s"] / llama_rows[fixed]["tok_s"], 3)
+        if "lookup_loose" in best and "llama_L10" in llama_rows:
+            result["loose_vs_llama_default"] = round(best["lookup_loose"]["tok_s"] / llama_rows["llama_L10"]["tok_s"], 3)
     return result
 
 
@@ -198,6 +206,8 @@ def main() -> None:
                     help="hearth's sampling temperature (> 0: no Llama runs; texts differ by design)")
     ap.add_argument("--llama-lengths", default="10,2,3,4,6,8", help="Llama's fixed draft lengths (10: its default)")
     ap.add_argument("--no-hearth", action="store_true", help="only Llama's runs (to split the work)")
+    ap.add_argument("--loose", action="store_true", help="also hearth --lookup --loose-drafts (greedy drafts "
+                    "checked in any call, not only exact ones)")
     ap.add_argument("--ceiling", action="store_true", help="also llama.cpp's raw decode loop (K=1,2,4,8)")
     ap.add_argument("--save", help="merge the results into this JSON file")
     ap.add_argument("--report", help="print the table of a --save file and exit")
@@ -268,11 +278,16 @@ def print_report(report: dict) -> None:
             line += (f" · lookup {row['lookup_tok_s']:6.2f} ({row['lookup_speedup']:.2f}x, same text "
                      f"{row['lookup_same_text']}, accepted {row['lookup_stats']['accepted']}/{row['lookup_stats']['drafted']},"
                      f" lengths {row['lookup_stats']['draft_length']['chosen']})")
+        if "loose_tok_s" in row:
+            line += (f" · loose {row['loose_tok_s']:6.2f} ({row['loose_speedup']:.2f}x, same text "
+                     f"{row['loose_same_text']}, accepted {row['loose_stats']['accepted']}/{row['loose_stats']['drafted']})")
         if "llama" in row:
             line += " · Llama " + " ".join(f"{k[6:]}:{v['tok_s']:.2f}{'' if v['same_text'] else '*'}"
                                            for k, v in row["llama"].items())
         if "vs_llama_default" in row:
             line += f" · vs its default {row['vs_llama_default']:.2f}x, vs its best fixed {row['vs_llama_best_fixed']:.2f}x"
+        if "loose_vs_llama_default" in row:
+            line += f" · loose vs its default {row['loose_vs_llama_default']:.2f}x"
         print(line)
     if "llama_ceiling" in report:
         print(f"plain decode {report['plain_decode_tok_s']} tok/s vs llama.cpp raw loop "

@@ -302,3 +302,25 @@ def test_greedy_drafts_stop_where_calls_stop_being_exact(temperature):
         assert (early, late) == (3, 0)
     else:
         assert early > 3 and late > 3
+
+
+def test_loose_drafts_check_greedy_drafts_where_calls_are_not_exact():
+    """exact_drafts=False (--loose-drafts): greedy drafts go on past the exact positions."""
+    engine = FakeEngine(n_seq_max=1, n_ctx=1024, n_batch=64)
+    curve = CostCurve(FLAT.widths, FLAT.seconds, "given", exact_rows=1, exact_at=((0, 1), (900, 1)))
+    block = list(range(100, 140))
+    strict = SpeculativeSample(Speculation("lookup", curve), engine, SamplingParams(temperature=0), 1,
+                               prompt=block + block[:4])
+    loose = SpeculativeSample(Speculation("lookup", curve, exact=False), engine, SamplingParams(temperature=0), 1,
+                              prompt=block + block[:4])
+    assert strict.drafts(15) == [] and len(loose.drafts(15)) > 3
+
+
+def test_loose_drafts_need_a_drafter_and_reach_the_options():
+    from hearth.cli._options import generation_options
+    from hearth.errors import UsageError
+
+    assert generation_options(lookup=True, loose_drafts=True).exact_drafts is False
+    assert generation_options(lookup=True).exact_drafts is True
+    with pytest.raises(UsageError, match="--lookup or --draft"):
+        generation_options(loose_drafts=True)
