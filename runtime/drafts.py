@@ -15,22 +15,35 @@ from ..errors import UsageError
 MAX_NGRAM = 4  # longest n-gram looked up; longer matches predict the continuation better
 
 
+ON_TRACK = MAX_NGRAM + 1  # the match "length" (acceptance-rate key) of a proposal copied along a track
+
+
 class PromptLookup:
     """Prompt-lookup (n-gram) drafts: find the history's last n tokens earlier in the history
     (the prompt or the answer so far) and propose what followed them there.
 
     An index maps every n-gram (n = 1..MAX_NGRAM) to where its latest earlier occurrence was
     followed, updated as tokens arrive, so a proposal costs a few dict look-ups.
+
+    Copying keeps a track: once a proposal's first token arrives, the next proposal continues
+    from where that one was taken, token for token, for as long as the answer keeps copying —
+    rather than searching again and maybe jumping to a later occurrence of a common n-gram
+    (another `self.items` in the code being edited, or the answer's own text). Proposals along a
+    track have their own key (`ON_TRACK`), so their acceptance rate is learnt apart from fresh
+    matches: long drafts where the answer copies, short ones where it only might.
     """
 
     def __init__(self, history: Sequence[int] = ()):
         self.history: list[int] = []
         self._index: list[dict[tuple[int, ...], int]] = [{} for _ in range(MAX_NGRAM + 1)]
+        self.track: int | None = None  # where the next token is expected: history[track]
         self.extend(history)
 
     def extend(self, tokens: Sequence[int]) -> None:
         for token in tokens:
             end = len(self.history)  # the new token's position: what followed each n-gram ending before it
+            if self.track is not None:
+                self.track = self.track + 1 if self.track < end and self.history[self.track] == token else None
             for n in range(1, MAX_NGRAM + 1):
                 if end >= n:
                     self._index[n][tuple(self.history[end - n:end])] = end
@@ -42,12 +55,17 @@ class PromptLookup:
             self.extend(history[len(self.history):])
 
     def propose(self, limit: int) -> tuple[list[int], int]:
-        """Up to `limit` tokens that followed the longest earlier match of the history's end,
-        and that match's length (0 and no tokens when nothing matches)."""
+        """Up to `limit` tokens: along the track when the answer is copying, else what followed
+        the longest earlier match of the history's end; and the key of the proposal (ON_TRACK,
+        or the match's length; 0 and no tokens when nothing matches)."""
         history = self.history
+        if self.track is not None and self.track < len(history):
+            return history[self.track:self.track + limit], ON_TRACK
         for n in range(min(MAX_NGRAM, len(history) - 1), 0, -1):
             start = self._index[n].get(tuple(history[-n:]))
             if start is not None and start < len(history):
+                if n >= 2:  # one shared token is too often chance to follow
+                    self.track = start  # followed if the next token is history[start]
                 return history[start:start + limit], n
         return [], 0
 

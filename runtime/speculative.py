@@ -30,11 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import CostCurve
-from .drafts import ModelDrafter, PromptLookup
+from .drafts import ON_TRACK, ModelDrafter, PromptLookup
 
 MAX_DRAFT = 15  # drafted tokens per step at most (16 rows: the widest the curve measures)
 GAIN_MARGIN = 1.03  # draft only when the expected rate beats plain decode by 3%: curves are noisy
 PRIOR_RATE, PRIOR_WEIGHT = 0.5, 2.0  # the acceptance rate before anything is observed
+# ... and along a copy track (drafts.ON_TRACK): the answer has just copied a multi-token match
+# and its next token, so it is likely copying on (the observed rate takes over within a few drafts)
+TRACK_PRIOR_RATE = 0.8
 DECAY = 0.95  # per observed draft token: the rate follows the last few dozen tokens
 PROBE_EVERY = 16  # draft model, not drafting: draft one token every this many steps to re-measure
 
@@ -119,7 +122,8 @@ class AcceptanceRate:
 
     def rate(self, key: int) -> float:
         accepted, seen = self._counts.get(key, (0.0, 0.0))
-        return (accepted + PRIOR_RATE * PRIOR_WEIGHT) / (seen + PRIOR_WEIGHT)
+        prior = TRACK_PRIOR_RATE if key == ON_TRACK else PRIOR_RATE
+        return (accepted + prior * PRIOR_WEIGHT) / (seen + PRIOR_WEIGHT)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from fake_engine import FakeEngine, reference_tokens
 
 from hearth.runtime import costs
 from hearth.runtime.costs import CostCurve
-from hearth.runtime.drafts import PromptLookup
+from hearth.runtime.drafts import ON_TRACK, PromptLookup
 from hearth.runtime.sampling import SamplingParams
 from hearth.runtime.scheduler import GenRequest, Scheduler
 from hearth.runtime.speculative import (AcceptanceRate, SpeculativeSample, Speculation, accept_draft_token,
@@ -31,14 +31,25 @@ def test_lookup_proposes_what_followed_the_longest_latest_match():
     # "6 7" occurred twice before the end; the latest was followed by 3 4 ...
     assert lookup.propose(3) == ([3, 4, 6], 2)
     lookup.extend([3])
-    # now "6 7 3" (3 tokens) matches the earlier occurrence: its continuation
-    assert lookup.propose(10) == ([4, 6, 7, 3], 3)
+    # the proposal's first token came: the next proposal follows the same place (on track)
+    assert lookup.propose(10) == ([4, 6, 7, 3], ON_TRACK)
+
+
+def test_lookup_keeps_copying_along_its_track_until_the_answer_leaves_it():
+    """An answer copying the prompt keeps being drafted from where it copies, even where the last
+    n-gram also occurs later on (followed by something else); a token off the track ends it."""
+    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 6, 7, 8, 9, 60, 1, 2])
+    assert lookup.propose(3) == ([3, 4, 5], 2)  # "1 2" matched the beginning: the track starts there
+    lookup.extend([3, 4, 5, 6, 7, 8, 9])
+    assert lookup.propose(3) == ([50, 6, 7], ON_TRACK)  # not "6 7 8 9" -> 60, its latest occurrence
+    lookup.extend([99])  # the answer leaves the copy
+    assert lookup.track is None
+    assert lookup.propose(3) == ([], 0)
 
 
 def test_lookup_prefers_longer_ngrams_and_stops_at_the_limit():
     lookup = PromptLookup([1, 2, 3, 4, 50, 9, 3, 4, 60, 1, 2, 3, 4])
     assert lookup.propose(2) == ([50, 9], 4)  # "1 2 3 4" beats the later "3 4"
-    assert lookup.propose(0) == ([], 4)
 
 
 def test_lookup_without_a_match_proposes_nothing():
