@@ -123,7 +123,8 @@ def speculative_lines(spec: dict) -> list[str]:
     points = " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"]))
     share = f" ({spec['acceptance']:.0%})" if spec["acceptance"] is not None else ""
     chosen = " ".join(f"{n}×{c}" for n, c in spec["draft_length"]["chosen"].items())
-    return [f"cost curve ({curve['source']}; rows:cost of one row) {points} · best {curve['best_speedup']:.2f}x · "
-            f"exact up to {curve['exact_rows']} rows",
+    exact = (" · exact rows by KV position " + " ".join(f"{b}:{r}" for b, r in curve["exact_at"])
+             if curve.get("exact_at") else f" · exact up to {curve['exact_rows']} rows")
+    return [f"cost curve ({curve['source']}; rows:cost of one row) {points} · best {curve['best_speedup']:.2f}x{exact}",
             f"speculative ({spec['mode']}): drafted {spec['drafted']}, accepted {spec['accepted']}{share} · "
             f"{spec['tokens_per_step'] or 0:.2f} tok/step · draft lengths {chosen}"]

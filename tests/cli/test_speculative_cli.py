@@ -27,7 +27,7 @@ def test_run_lookup_json_reports_drafts_and_the_cost_curve(hearth):
 def test_run_lookup_verbose_shows_curve_and_drafts(hearth):
     done = hearth("run", QUOTE, "--temp", "0", "-n", "24", "--lookup", "-v")
     assert done.returncode == 0, done.stderr
-    assert "cost curve (" in done.stderr and "exact up to" in done.stderr
+    assert "cost curve (" in done.stderr and "exact rows by KV position 48:" in done.stderr
     assert "speculative (lookup): drafted" in done.stderr
     assert done.stdout.strip()
 
