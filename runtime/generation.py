@@ -36,6 +36,8 @@ def speculation_for(loaded, options: GenerationOptions, tokens_needed: int, draf
 
 def _request(loaded, tokens: list[int], options: GenerationOptions, draft=None) -> GenRequest:
     max_tokens = options.max_tokens_for("generate")
+    if options.speculative is None:  # (speculation measures its cost curve in the planned context)
+        loaded.fit_context(len(tokens) + max_tokens)
     loaded.ensure_context(len(tokens) + max_tokens)  # grows a planned context, or refuses in one line
     return GenRequest(tokens, options.sampling("generate"), max_tokens, options.stop,
                       speculation=speculation_for(loaded, options, len(tokens) + max_tokens, draft))

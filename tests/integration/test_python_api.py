@@ -94,3 +94,21 @@ def test_errors_are_the_hearth_error_family(tmp_path):
     with pytest.raises(hearth.BadModelFileError):
         hearth.load(str(broken))
     assert issubclass(hearth.UsageError, hearth.HearthError)
+
+
+def test_a_one_shot_answer_gets_a_context_of_its_size_and_a_chat_the_planned_one(default_model_path):
+    """generate() sizes the planner's context to prompt + max tokens (decode steps cost more in a
+    larger context); a longer request grows it; a chat gets the planned context back."""
+    with hearth.load(str(default_model_path)) as model:
+        planned = model._loaded.engine.n_ctx
+        assert planned >= 2048  # the planner's default, far more than one short answer needs
+        model.generate("Say hi", max_tokens=8, temperature=0)
+        assert model._loaded.engine.n_ctx == 512 < planned
+        model.generate("Say hi", max_tokens=700, temperature=0, stop=("\n",))
+        assert model._loaded.engine.n_ctx >= 700
+        chat = model.chat(max_tokens=4)
+        chat.send("Hi")
+        assert model._loaded.engine.n_ctx == planned
+    with hearth.load(str(default_model_path), ctx=1024) as fixed:  # the user's --ctx is kept
+        fixed.generate("Say hi", max_tokens=8, temperature=0)
+        assert fixed._loaded.engine.n_ctx == 1024
