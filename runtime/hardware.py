@@ -253,6 +253,19 @@ def flash_attention(n_gpu_layers: int, override: str | None = None, speculative:
     return False if n_gpu_layers == 0 else None
 
 
+def flash_attention_reason(n_gpu_layers: int, override: str | None = None, speculative: bool = False) -> str:
+    """The -v line for `flash_attention`'s choice."""
+    choice = flash_attention(n_gpu_layers, override, speculative)
+    if (override or "").strip().lower() in ("0", "1", "auto"):
+        return f"flash attention {'on' if choice else 'off' if choice is False else 'as llama.cpp decides'}: HEARTH_FLASH_ATTN={override.strip()}"
+    if choice is False:
+        return ("flash attention off: the model runs on the CPU, where it made later turns of a conversation "
+                "start later (HEARTH_FLASH_ATTN=1 to turn it on)")
+    if speculative and n_gpu_layers == 0:
+        return "flash attention as llama.cpp decides (on): speculative decoding checks greedy drafts in its exact calls"
+    return "flash attention as llama.cpp decides: layers on the GPU"
+
+
 @functools.lru_cache(maxsize=1)
 def local_cpu_weight_repacking() -> bool:
     """`cpu_weight_repacking` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""

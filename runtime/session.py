@@ -128,6 +128,14 @@ class LoadedModel:
         self.engine.close()
 
 
+def _flash_attention_reason(plan, request: PlanRequest) -> str:
+    import os
+
+    from .hardware import flash_attention_reason
+
+    return flash_attention_reason(plan.n_gpu_layers, os.environ.get("HEARTH_FLASH_ATTN"), request.speculative)
+
+
 def context_config(plan, request: PlanRequest | None = None) -> ContextConfig:
     import os
 
@@ -166,4 +174,5 @@ def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInf
     request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)
     engine = Engine(resolved.path, context_config(plan, request), verbose=verbose)
+    plan.reasons.append(_flash_attention_reason(plan, request))
     return LoadedModel(resolved, info, plan, engine, request)

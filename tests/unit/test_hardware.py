@@ -246,3 +246,12 @@ def test_the_cost_curve_key_tells_the_attention_kernels_apart(tmp_path):
     model.write_bytes(b"GGUF" + bytes(100))
     keys = {curve_key(model, {"cpu": "x"}, 2, 0, flash) for flash in (None, False, True)}
     assert len(keys) == 3
+
+
+def test_the_flash_attention_choice_is_explained():
+    from hearth.runtime.hardware import flash_attention_reason
+
+    assert flash_attention_reason(0).startswith("flash attention off: the model runs on the CPU")
+    assert flash_attention_reason(0, "1") == "flash attention on: HEARTH_FLASH_ATTN=1"
+    assert "speculative" in flash_attention_reason(0, None, speculative=True)
+    assert flash_attention_reason(99).endswith("layers on the GPU")
