@@ -18,7 +18,7 @@ from .templates import build_prompt
 from ..units import round_up
 
 CONTEXT_STEP = 256
-FITTED_MIN = 512  # the smallest context a one-shot answer is given (`fit_context`)
+FITTED_MIN = 256  # the smallest context a one-shot answer is given (`fit_context`)
 
 
 @dataclass
@@ -79,9 +79,10 @@ class LoadedModel:
     def fit_context(self, tokens_needed: int) -> None:
         """Size the context to one answer (prompt + max tokens, at least FITTED_MIN) when the
         planner chose it and it is more than twice that: every decode step costs more in a larger
-        context (SmolLM2: ~3% at 4096 cells against 512; 0.99x llama.cpp's raw loop at 256 cells,
-        0.93-0.96x at 2048). A later request that needs more grows it (`ensure_context`); a
-        chat or another layout gets the planned context back (`use_layout`)."""
+        context (SmolLM2 against llama.cpp's raw loop: 0.98-0.99x at 256 cells, ~0.95x at 512,
+        0.93-0.96x at 2048; `hearth run -n 200` 2-4% faster at 512 than 4096). A later request
+        that needs more grows it (`ensure_context`); a chat or another layout gets the planned
+        context back (`use_layout`)."""
         if self.request.ctx is not None or self.request.n_seq != 1 or not self.engine.config.kv_unified:
             return
         target = max(FITTED_MIN, round_up(tokens_needed, CONTEXT_STEP))

@@ -103,7 +103,7 @@ def test_a_one_shot_answer_gets_a_context_of_its_size_and_a_chat_the_planned_one
         planned = model._loaded.engine.n_ctx
         assert planned >= 2048  # the planner's default, far more than one short answer needs
         model.generate("Say hi", max_tokens=8, temperature=0)
-        assert model._loaded.engine.n_ctx == 512 < planned
+        assert model._loaded.engine.n_ctx == 256 < planned
         model.generate("Say hi", max_tokens=700, temperature=0, stop=("\n",))
         assert model._loaded.engine.n_ctx >= 700
         chat = model.chat(max_tokens=4)
