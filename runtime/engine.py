@@ -46,9 +46,9 @@ def backend_info() -> dict:
     }
 
 
-_log_callback = None  # llama.cpp keeps the C function pointer: keep the Python object alive
-_previous_callbacks: list = []  # one replaced callback may still be mid-call: keep it a while
-_log_bridges: set = set()  # the Python functions llama.cpp's log calls, to recognise their errors
+# (C function pointer, the Python function it calls): llama.cpp keeps the pointer, so keep both alive
+_log_callback: tuple | None = None
+_previous_callbacks: list[tuple] = []  # one replaced callback may still be mid-call: keep it a while
 _deferred_interrupt = False  # a Ctrl-C that struck inside a log callback, raised when C returns
 _previous_unraisablehook = None
 
@@ -61,7 +61,8 @@ def _catch_interrupt_in_callback(unraisable) -> None:
     interrupt would be lost (a batch ran on to the end and exited 0). It is kept instead and
     raised by `raise_deferred_interrupt()` once llama.cpp has returned to Python."""
     global _deferred_interrupt
-    if issubclass(unraisable.exc_type, KeyboardInterrupt) and unraisable.object in _log_bridges:
+    bridges = [bridge for _, bridge in [*_previous_callbacks, *([_log_callback] if _log_callback else [])]]
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and any(unraisable.object is b for b in bridges):
         _deferred_interrupt = True
         return
     (_previous_unraisablehook or sys.__unraisablehook__)(unraisable)
@@ -94,15 +95,11 @@ def set_log_handler(handler) -> None:
     if sys.unraisablehook is not _catch_interrupt_in_callback:
         _previous_unraisablehook = sys.unraisablehook
         sys.unraisablehook = _catch_interrupt_in_callback
-    callback = (lib.llama_log_callback(bridge), bridge)
     if _log_callback is not None:
         _previous_callbacks.append(_log_callback)
         del _previous_callbacks[:-2]
-    _log_callback = callback
-    _log_bridges.clear()
-    _log_bridges.update(bridge for _, bridge in [*_previous_callbacks, callback])
-    callback = callback[0]
-    lib.llama_log_set(callback, ctypes.c_void_p(0))
+    _log_callback = (lib.llama_log_callback(bridge), bridge)
+    lib.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
 
 
 def set_llama_logging(verbose: bool) -> None:

@@ -235,8 +235,10 @@ def cpu_weight_repacking(simd: list[str] | tuple[str, ...], override: str | None
     return True, None
 
 
-def flash_attention(n_gpu_layers: int, override: str | None = None, speculative: bool = False) -> bool | None:
-    """Whether llama.cpp computes attention with its flash-attention kernel (None: it decides).
+def flash_attention(n_gpu_layers: int, override: str | None = None,
+                    speculative: bool = False) -> tuple[bool | None, str]:
+    """Whether llama.cpp computes attention with its flash-attention kernel (None: it decides),
+    and the -v line that says why.
 
     Off when the model runs on the CPU alone: there llama.cpp's choice (on) made the time to
     first token grow with the context — a conversation's turn 10 started 1.6-2x slower than turn
@@ -246,24 +248,16 @@ def flash_attention(n_gpu_layers: int, override: str | None = None, speculative:
     rows computes exactly as single rows there (`costs.py`), so greedy drafts could never be
     checked. With layers on a GPU, llama.cpp decides. HEARTH_FLASH_ATTN=1 / 0 / auto overrides."""
     choice = (override or "").strip().lower()
-    if choice in ("0", "1"):
-        return choice == "1"
-    if choice == "auto" or speculative:
-        return None
-    return False if n_gpu_layers == 0 else None
-
-
-def flash_attention_reason(n_gpu_layers: int, override: str | None = None, speculative: bool = False) -> str:
-    """The -v line for `flash_attention`'s choice."""
-    choice = flash_attention(n_gpu_layers, override, speculative)
-    if (override or "").strip().lower() in ("0", "1", "auto"):
-        return f"flash attention {'on' if choice else 'off' if choice is False else 'as llama.cpp decides'}: HEARTH_FLASH_ATTN={override.strip()}"
-    if choice is False:
-        return ("flash attention off: the model runs on the CPU, where it made later turns of a conversation "
-                "start later (HEARTH_FLASH_ATTN=1 to turn it on)")
-    if speculative and n_gpu_layers == 0:
-        return "flash attention as llama.cpp decides (on): speculative decoding checks greedy drafts in its exact calls"
-    return "flash attention as llama.cpp decides: layers on the GPU"
+    if choice in ("0", "1", "auto"):
+        on = {"0": False, "1": True, "auto": None}[choice]
+        said = {False: "off", True: "on", None: "as llama.cpp decides"}[on]
+        return on, f"flash attention {said}: HEARTH_FLASH_ATTN={choice}"
+    if n_gpu_layers > 0:
+        return None, "flash attention as llama.cpp decides: layers on the GPU"
+    if speculative:
+        return None, "flash attention as llama.cpp decides (on): speculative decoding checks greedy drafts in its exact calls"
+    return False, ("flash attention off: the model runs on the CPU, where it made later turns of a conversation "
+                   "start later (HEARTH_FLASH_ATTN=1 to turn it on)")
 
 
 @functools.lru_cache(maxsize=1)

@@ -129,25 +129,22 @@ class LoadedModel:
         self.engine.close()
 
 
-def _flash_attention_reason(plan, request: PlanRequest) -> str:
-    import os
-
-    from .hardware import flash_attention_reason
-
-    return flash_attention_reason(plan.n_gpu_layers, os.environ.get("HEARTH_FLASH_ATTN"), request.speculative)
-
-
-def context_config(plan, request: PlanRequest | None = None) -> ContextConfig:
+def flash_attention_choice(plan, request: PlanRequest | None = None) -> tuple[bool | None, str]:
+    """`hardware.flash_attention` for this plan and request, HEARTH_FLASH_ATTN included."""
     import os
 
     from .hardware import flash_attention
 
-    speculative = request is not None and request.speculative
+    return flash_attention(plan.n_gpu_layers, os.environ.get("HEARTH_FLASH_ATTN"),
+                           request is not None and request.speculative)
+
+
+def context_config(plan, request: PlanRequest | None = None) -> ContextConfig:
     return ContextConfig(
         n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_seq_max=plan.n_seq,
         n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch, n_gpu_layers=plan.n_gpu_layers,
         kv_unified=plan.kv_unified,
-        flash_attn=flash_attention(plan.n_gpu_layers, os.environ.get("HEARTH_FLASH_ATTN"), speculative),
+        flash_attn=flash_attention_choice(plan, request)[0],
     )
 
 
@@ -175,5 +172,5 @@ def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInf
     request = (request(info) if callable(request) else request) or PlanRequest()
     plan = _plan(info, request)
     engine = Engine(resolved.path, context_config(plan, request), verbose=verbose)
-    plan.reasons.append(_flash_attention_reason(plan, request))
+    plan.reasons.append(flash_attention_choice(plan, request)[1])
     return LoadedModel(resolved, info, plan, engine, request)

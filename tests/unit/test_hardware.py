@@ -233,10 +233,10 @@ def test_detect_cpu_and_memory_on_this_machine():
 def test_flash_attention_is_off_on_the_cpu_and_llamas_choice_on_a_gpu():
     from hearth.runtime.hardware import flash_attention
 
-    assert flash_attention(0) is False  # CPU only: time to first token stays flat as a conversation grows
-    assert flash_attention(99) is None and flash_attention(5) is None  # layers on a GPU: llama.cpp decides
-    assert flash_attention(0, "1") is True and flash_attention(99, "0") is False
-    assert flash_attention(0, "auto") is None and flash_attention(0, " ") is False
+    assert flash_attention(0)[0] is False  # CPU only: time to first token stays flat as a conversation grows
+    assert flash_attention(99)[0] is None and flash_attention(5)[0] is None  # layers on a GPU: llama.cpp decides
+    assert flash_attention(0, "1")[0] is True and flash_attention(99, "0")[0] is False
+    assert flash_attention(0, "auto")[0] is None and flash_attention(0, " ")[0] is False
 
 
 def test_the_cost_curve_key_tells_the_attention_kernels_apart(tmp_path):
@@ -249,9 +249,9 @@ def test_the_cost_curve_key_tells_the_attention_kernels_apart(tmp_path):
 
 
 def test_the_flash_attention_choice_is_explained():
-    from hearth.runtime.hardware import flash_attention_reason
+    from hearth.runtime.hardware import flash_attention
 
-    assert flash_attention_reason(0).startswith("flash attention off: the model runs on the CPU")
-    assert flash_attention_reason(0, "1") == "flash attention on: HEARTH_FLASH_ATTN=1"
-    assert "speculative" in flash_attention_reason(0, None, speculative=True)
-    assert flash_attention_reason(99).endswith("layers on the GPU")
+    assert flash_attention(0)[1].startswith("flash attention off: the model runs on the CPU")
+    assert flash_attention(0, "1")[1] == "flash attention on: HEARTH_FLASH_ATTN=1"
+    assert "speculative" in flash_attention(0, None, speculative=True)[1]
+    assert flash_attention(99)[1].endswith("layers on the GPU")
