@@ -12,6 +12,8 @@ def run_reasoning(text, options, *, model, system, ctx, threads, gpu_layers, sam
 
     parse_answer_mode(answer)  # a bad --answer fails before the model loads
     with load_model(model, ctx, threads, gpu_layers, verbose) as loaded:
+        style = loaded.reasoning_style
+        out.detail(f"reasoning prompt: {style.name} ({style.why})")
         with out.live_text(enabled=not json_out and samples > 1) as live:
             view = LiveView(samples, live)
             result = loaded.reason(text, samples, answer=answer, vote=vote, adaptive=adaptive, system=system,

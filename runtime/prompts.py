@@ -8,6 +8,8 @@ instruct models (Qwen2.5 among them) were trained to see it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import UsageError
 from .answers import parse_answer_mode
 
@@ -35,3 +37,73 @@ def reasoning_prompt(question: str, mode: str) -> str:
     hint = answer_line_hint(mode)
     instruction = "Think step by step." + (f" {hint}" if hint else "")
     return f"{question}\n\n{instruction}"
+
+
+# --- The reasoning prompt per model family -------------------------------------------------------
+#
+# Models answer best in the form they were trained on. Qwen2.5 (and its Math and Coder variants)
+# and DeepSeek-R1's distillations were trained with "Please reason step by step, and put your
+# final answer within \boxed{}." — Qwen as the system prompt, DeepSeek-R1 inside the user turn
+# (its model card: no system prompt). Other families get hearth's own instruction. Every style asks
+# for a form that the extractors of the modes it serves read first (`\boxed{}` for number, choice,
+# boxed and auto), so `--answer` chooses only what is extracted.
+
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# Modes whose extractor reads `\boxed{...}` before anything else (runtime/answers.py).
+_BOXED_READERS = ("number", "choice", "boxed", "auto")
+
+
+@dataclass(frozen=True)
+class ReasoningStyle:
+    name: str  # "boxed-system" | "boxed-user" | "hearth"
+    why: str  # what chose it, for -v
+
+    def messages(self, messages: list[dict], answer: str) -> list[dict]:
+        """The conversation with this style's instruction, for reasoning with `--answer answer`."""
+        if not messages or messages[-1].get("role") != "user":
+            return messages
+        kind = parse_answer_mode(answer).kind
+        if self.name == "hearth" or kind not in _BOXED_READERS:
+            return _hearth_messages(messages, answer)
+        last = messages[-1]
+        has_system = any(m.get("role") == "system" for m in messages)
+        if self.name == "boxed-system" and not has_system:
+            return [{"role": "system", "content": BOXED_INSTRUCTION}] + messages
+        # DeepSeek-R1 style, or the user brought their own system prompt: the instruction follows
+        # the question in the user's turn.
+        return messages[:-1] + [{**last, "content": f"{str(last['content']).strip()}\n{BOXED_INSTRUCTION}"}]
+
+
+HEARTH_STYLE = ReasoningStyle("hearth", "hearth's own instruction (no trained reasoning prompt known for this model)")
+
+
+def _hearth_messages(messages: list[dict], answer: str) -> list[dict]:
+    # hearth's instruction for the number mode only: elsewhere the question is left as written.
+    if parse_answer_mode(answer).kind != "number":
+        return messages
+    return messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
+
+
+def reasoning_style(architecture: str, name: str = "", chat_template: str | None = None) -> ReasoningStyle:
+    """The reasoning prompt a model was trained with, from its GGUF architecture, name and chat
+    template (`general.architecture`, `general.name`/`general.basename`, `tokenizer.chat_template`)."""
+    arch = (architecture or "").lower()
+    label = (name or "").lower()
+    template = chat_template or ""
+    if "deepseek-r1" in label or "deepseek_r1" in label or "r1-distill" in label:
+        return ReasoningStyle("boxed-user", f"DeepSeek-R1 model ({name}): its trained instruction in the user turn")
+    if arch.startswith("qwen") or "qwen" in label or "<|im_start|>" in template and "Qwen" in template:
+        return ReasoningStyle("boxed-system", f"Qwen model ({architecture}, {name or 'unnamed'}): Qwen's math system prompt")
+    return HEARTH_STYLE
+
+
+def style_for_gguf(metadata: dict) -> ReasoningStyle:
+    """`reasoning_style` from a GGUF's metadata."""
+    name = " ".join(str(metadata.get(k, "")) for k in ("general.name", "general.basename", "general.finetune"))
+    template = metadata.get("tokenizer.chat_template")
+    return reasoning_style(str(metadata.get("general.architecture", "")), name.strip(),
+                           template if isinstance(template, str) else None)
+
+
+STYLES = {"boxed-system": ReasoningStyle("boxed-system", "chosen by name"),
+          "boxed-user": ReasoningStyle("boxed-user", "chosen by name"), "hearth": HEARTH_STYLE}

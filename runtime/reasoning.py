@@ -241,12 +241,12 @@ def reason_prompt(loaded, messages: list[dict], options, *, samples: int = 8, an
                   vote: str = "weighted", adaptive: bool = True, on_update: Callable | None = None) -> ReasoningResult:
     """Reasoning mode on a loaded model: validate, word the question, size the context, reason.
 
-    With `answer="number"` the last user message gets the step-by-step instruction ending in the
-    `#### <number>` line the extractor reads. On a GPU all samples run at once (`parallel_for`).
+    The question is worded in the model family's trained reasoning prompt
+    (`loaded.reasoning_style`, see `reasoning_messages`). On a GPU all samples run at once (`parallel_for`).
     """
     config = reasoning_config(samples, answer, vote, adaptive, on_gpu=loaded.plan.n_gpu_layers > 0,
                               curve=loaded.cost_curve())
-    messages = reasoning_messages(messages, answer)
+    messages = reasoning_messages(messages, answer, loaded.reasoning_style)
     max_tokens = options.max_tokens_for("reason")
     if not loaded.engine.config.kv_unified:  # after a batch: K samples share one prompt's cells
         loaded.use_layout(1, True)
@@ -283,11 +283,10 @@ def reasoning_config(samples: int, answer: str = "auto", vote: str = "weighted",
     return config
 
 
-def reasoning_messages(messages: list[dict], answer: str) -> list[dict]:
-    """With `answer="number"` the last user message gets the step-by-step instruction ending in
-    the `#### <number>` line the extractor reads."""
-    from .prompts import reasoning_prompt
+def reasoning_messages(messages: list[dict], answer: str, style=None) -> list[dict]:
+    """The conversation worded for reasoning: the model family's trained instruction
+    (`prompts.reasoning_style`: Qwen's `\\boxed{}` system prompt, DeepSeek-R1's user-turn
+    instruction), or hearth's `#### <number>` line for other models in the number mode."""
+    from .prompts import HEARTH_STYLE
 
-    if answer == "number" and messages and messages[-1].get("role") == "user":
-        return messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
-    return messages
+    return (style or HEARTH_STYLE).messages(messages, answer)

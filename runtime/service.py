@@ -137,7 +137,7 @@ class GenerationService:
                                       on_gpu=self.loaded.plan.n_gpu_layers > 0, max_sequences=self.slots,
                                       curve=self.curve)
             if template:
-                prompt = reasoning_messages(prompt, vote.answer)
+                prompt = reasoning_messages(prompt, vote.answer, self.loaded.reasoning_style)
         tokens = self._tokens(prompt, template)
         mode = "reason" if vote is not None else ("chat" if template else "generate")
         max_tokens = self._max_tokens(opts, mode, len(tokens))

@@ -51,6 +51,13 @@ class LoadedModel:
         return self.resolved.name
 
     @property
+    def reasoning_style(self):
+        """The reasoning prompt this model family was trained with (`prompts.style_for_gguf`)."""
+        from .prompts import style_for_gguf
+
+        return style_for_gguf(self.info.metadata)
+
+    @property
     def has_template(self) -> bool:
         return self.info.chat_template is not None
 

@@ -1,79 +1,163 @@
 #!/usr/bin/env python3
-"""Replay reasoning-mode stopping policies offline on recorded samples.
+"""Replay reasoning-mode policies offline on recorded samples, with 95% intervals, paired.
 
-`bench_reasoning.py --dump FILE --modes fixed` records every K-sample of every problem (answer,
-tokens, where its answer line was complete, per-token DeepConf confidences). This script replays
-adaptive mode's scheduling on those samples — `parallel` live sequences advancing one token per
-step, samples launched lazily, the per-sample answer-line stop, DeepConf's online cut, the vote
-checked with hearth's own `decide_stop` after each finished sample — and prints accuracy and
-tokens for each policy next to the full K-sample vote. It calls hearth's real rule functions, so
-a policy that wins here is the code path the engine runs; the real benchmark confirms it.
+`record_reasoning.py` records, per GSM8K problem, K samples (text, answer, tokens, per-token
+DeepConf confidences) and a greedy answer. This script replays on those samples what reasoning
+mode would do — plain self-consistency (the first k samples, majority), the weighted vote with
+other confidence windows and weight functions, and adaptive mode's scheduling: `parallel` live
+samples advancing one token per step, samples launched lazily, DeepConf's online cut, the vote
+checked with hearth's own `decide_stop` after each finished sample. It calls hearth's real rule
+functions, so a policy that wins here is the code path the engine runs.
 
-usage: python scripts/study_stopping.py DUMP.jsonl [--policies NAME,...] [--grid]
-(--grid: every combination of live samples, ESC window, DeepConf keep/window/warm-up and the
-give-up rule; prints the policies that set a new best accuracy as the token share grows)
+Splits: problems 0-6999 of GSM8K train are the dev split (choices are made there); 7000-7472 are
+held out: no choice may look at them. `--split heldout` therefore prints only the table of the
+chosen defaults (greedy, SC, adaptive), never a grid or a policy comparison.
+
+Every accuracy is printed with its 95% Wilson interval; every comparison with SC is paired on the
+same problems: wins/losses, the difference with its 95% interval, McNemar's exact p.
+
+usage: python scripts/study_stopping.py REC.jsonl [REC2.jsonl ...] [--k 8] [--split dev|heldout]
+       [--grid] [--votes] [--prompts]
+  --grid     every combination of live samples, ESC window, DeepConf keep/window/warm-up and give-up
+  --votes    vote variants: majority, weights from other windows and functions, DeepConf filtering
+  --prompts  two or more recordings of the same problems (other prompts or sampling): paired table
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import json
+import math
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE
+from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE, ReasoningConfig
 from hearth.runtime.stopping import (DEFAULT_CONFIDENCE_WINDOW, StopRule, WindowedConfidence, confidence_bar, decide_stop,
                                      lowest_group_confidence)
 from hearth.runtime.voting import SampleResult, vote
 
-from bench_reasoning import same_number  # scripts/ is on sys.path when this script runs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_reasoning import GSM8K, same_number  # noqa: E402
+
+HELD_OUT_FROM = 7000  # GSM8K train indices from here on: the held-out split
 
 
 @dataclass(frozen=True)
 class Policy:
-    parallel: int = 4
-    warmup: int = 3
+    parallel: int = 2
+    warmup: int = 2
     keep_top_percent: float = 90.0
     window: int = DEFAULT_CONFIDENCE_WINDOW
-    rule: StopRule = StopRule()
+    rule: StopRule = ADAPTIVE_STOP_RULE
     lazy: bool = True
     cut: bool = True
     method: str = "weighted"
 
 
+_D = ReasoningConfig()
+HEARTH = Policy(parallel=2, warmup=_D.warmup, keep_top_percent=_D.keep_top_percent, window=_D.window,
+                rule=_D.stop_rule, method=_D.vote)  # adaptive mode's defaults (2 live samples on a CPU)
 POLICIES = {
-    "hearth": Policy(parallel=2, warmup=2, window=32, rule=ADAPTIVE_STOP_RULE),  # ReasoningConfig's defaults
-    "current": Policy(),
-    "esc3": Policy(rule=StopRule(window=3)),
-    "esc3-p3": Policy(parallel=3, rule=StopRule(window=3)),
-    "esc3-p2": Policy(parallel=2, rule=StopRule(window=3)),
-    "p3": Policy(parallel=3),
-    "p2": Policy(parallel=2),
-    "esc3-nocut": Policy(rule=StopRule(window=3), cut=False),
-    "esc3-keep50": Policy(rule=StopRule(window=3), keep_top_percent=50.0),
-    "esc3-p3-keep50": Policy(parallel=3, rule=StopRule(window=3), keep_top_percent=50.0),
-    "beta90": Policy(rule=StopRule(threshold=0.9)),
-    "giveup": Policy(rule=StopRule(give_up=True)),
-    "giveup-p3": Policy(parallel=3, rule=StopRule(give_up=True)),
-    "esc3-giveup": Policy(rule=StopRule(window=3, give_up=True)),
-    "esc3-giveup-p3": Policy(parallel=3, rule=StopRule(window=3, give_up=True)),
-    "keep10": Policy(keep_top_percent=10.0),
-    "esc3-keep10-p3": Policy(parallel=3, rule=StopRule(window=3), keep_top_percent=10.0),
-    "noesc-giveup": Policy(rule=StopRule(window=None, give_up=True)),
+    "hearth": HEARTH,
+    "majority": replace(HEARTH, method="majority"),
+    "p4": replace(HEARTH, parallel=4),
+    "nocut": replace(HEARTH, cut=False),
+    "nocut-majority": replace(HEARTH, cut=False, method="majority"),
+    "keep50": replace(HEARTH, keep_top_percent=50.0),
+    "esc4": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=4)),
+    "esc5": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=5)),
+    "noesc": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=None)),
+    "beta99": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, threshold=0.99)),
+    "nogiveup": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
+    "nogiveup-nocut": replace(HEARTH, cut=False, rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
+    "nogiveup-nocut-majority": replace(HEARTH, cut=False, method="majority", rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
 }
 
 
-def weight(sample: dict, window: int = DEFAULT_CONFIDENCE_WINDOW) -> float:
-    return max(0.0, lowest_group_confidence(sample["confidences"][:sample["tokens"]], window))
+# ---------------------------------------------------------------- statistics
 
 
-def natural_length(sample: dict) -> int:
-    """Tokens the sample runs for under adaptive mode's per-sample stop (answer line complete)."""
-    return min(sample["answer_at"], sample["tokens"]) if sample["answer_at"] else sample["tokens"]
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion, in percent."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (100 * (centre - half), 100 * (centre + half))
+
+
+def mcnemar_p(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value of `wins` against `losses` discordant pairs."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(ours: list[bool], theirs: list[bool]) -> str:
+    """Wins/losses against a reference on the same problems, the difference with its 95% interval."""
+    n = len(ours)
+    wins = sum(a and not b for a, b in zip(ours, theirs))
+    losses = sum(b and not a for a, b in zip(ours, theirs))
+    diff = (wins - losses) / n
+    se = math.sqrt(max(0.0, wins + losses - (wins - losses) ** 2 / n)) / n
+    return (f"+{wins}/-{losses}  {100 * diff:+5.1f} [{100 * (diff - 1.96 * se):+5.1f}, {100 * (diff + 1.96 * se):+5.1f}]"
+            f"  p={mcnemar_p(wins, losses):.2f}")
+
+
+def accuracy(right: list[bool]) -> str:
+    low, high = wilson(sum(right), len(right))
+    return f"{100 * sum(right) / len(right):5.1f}% [{low:4.1f}, {high:4.1f}]"
+
+
+# ---------------------------------------------------------------- recordings
+
+
+def load(path: str, split: str) -> tuple[dict, list[dict]]:
+    """(settings, problems of the split with their gold answers), in problem order."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle if line.strip()]
+    settings, problems = lines[0]["settings"], lines[1:]
+    problems = [p for p in problems if (p["problem"] >= HELD_OUT_FROM) == (split == "heldout")]
+    wanted = {p["problem"] for p in problems}
+    gold = {}
+    with open(GSM8K, encoding="utf-8") as handle:
+        for index, line in enumerate(handle):
+            if index in wanted:
+                gold[index] = json.loads(line)["answer"].split("####")[-1].strip().replace(",", "")
+    for p in problems:
+        p["gold"] = gold[p["problem"]]
+    return settings, sorted(problems, key=lambda p: p["problem"])
+
+
+def weight(sample: dict, window: int = DEFAULT_CONFIDENCE_WINDOW, how: str = "lowest") -> float:
+    confs = sample["confidences"][:sample["tokens"]]
+    if how == "mean":
+        return sum(confs) / len(confs) if confs else 0.0
+    if how == "tail":
+        tail = confs[-window:]
+        return sum(tail) / len(tail) if tail else 0.0
+    return max(0.0, lowest_group_confidence(confs, window))
+
+
+def sc(samples: list[dict], method: str = "majority", window: int = DEFAULT_CONFIDENCE_WINDOW, how: str = "lowest",
+       keep_top_percent: float = 100.0) -> str | None:
+    """Plain self-consistency over all the given samples (DeepConf-offline filtering with keep < 100)."""
+    results = [SampleResult("", s["answer"], weight(s, window, how)) for s in samples]
+    if keep_top_percent < 100:
+        bar = confidence_bar([r.weight for r in results], keep_top_percent)
+        results = [r if r.weight >= bar else replace(r, cut=True) for r in results]
+    return vote(results, method).answer
 
 
 def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int]:
-    """(voted answer, tokens generated) for one problem under a policy."""
+    """(voted answer, tokens generated) for one problem under an adaptive policy."""
     live: dict[int, dict] = {}  # index -> {"pos", "window"}
     launched, answers, results, finished_conf = 0, [], [], []
     bar = None
@@ -105,20 +189,20 @@ def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int
             pos = state["pos"]
             if pos <= len(confs):
                 state["window"].push(confs[pos - 1])
-            if pos >= natural_length(sample):
-                done.append((index, "answer"))
+            if pos >= sample["tokens"]:
+                done.append((index, "end"))
             elif policy.cut and state["window"].full and bar is not None and state["window"].current < bar:
                 done.append((index, "cut"))
         settled = False
         for index, why in done:
             del live[index]
             sample = samples[index]
-            answer = sample["answer"] if why == "answer" else None
+            answer = sample["answer"] if why == "end" else None
             answers.append(answer)
-            conf = sample["confidences"][:natural_length(sample)]
+            conf = sample["confidences"][:sample["tokens"]]
             results.append(SampleResult("", answer, max(0.0, lowest_group_confidence(conf, policy.window)),
                                         cut=why == "cut"))
-            if why == "answer":
+            if why == "end":
                 finished_conf.append(lowest_group_confidence(conf, policy.window))
             if bar is None and len(finished_conf) >= policy.warmup:
                 bar = confidence_bar(finished_conf, policy.keep_top_percent)
@@ -132,61 +216,126 @@ def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int
     return vote(results, policy.method).answer, tokens
 
 
-def score(problems: list[dict], policy: Policy) -> tuple[int, float]:
-    """(problems answered right, tokens as a share of drawing all K samples) under a policy."""
-    k = len(problems[0]["samples"])
-    full = sum(s["tokens"] for p in problems for s in p["samples"])
-    got = spent = 0
+def sc_tokens(problems: list[dict], k: int) -> int:
+    return sum(s["tokens"] for p in problems for s in p["samples"][:k])
+
+
+def score(problems: list[dict], k: int, policy: Policy) -> tuple[list[bool], int]:
+    right, spent = [], 0
     for p in problems:
-        answer, tokens = replay(p["samples"], k, policy)
-        got += same_number(answer, p["gold"])
+        answer, tokens = replay(p["samples"][:k], k, policy)
+        right.append(same_number(answer, p["gold"]))
         spent += tokens
-    return got, spent / full
+    return right, spent
 
 
-def grid(problems: list[dict]) -> None:
+# ---------------------------------------------------------------- reports
+
+
+def modes_table(problems: list[dict], k: int, policies: list[str]) -> None:
+    n = len(problems)
+    greedy = [same_number(p["greedy"]["answer"], p["gold"]) for p in problems] if "greedy" in problems[0] else None
+    base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
+    full = sc_tokens(problems, k)
+    print(f"  {'mode':28}{'accuracy [95%]':>22}{'tokens':>9}{'share':>7}   paired with SC K={k}")
+    if greedy:
+        tokens = sum(p["greedy"]["tokens"] for p in problems)
+        print(f"  {'greedy':28}{accuracy(greedy):>22}{tokens:>9}{tokens / full:7.2f}   {paired(greedy, base)}")
+    print(f"  {f'SC K={k} majority':28}{accuracy(base):>22}{full:>9}{1:7.2f}")
+    weighted = [same_number(sc(p["samples"][:k], "weighted"), p["gold"]) for p in problems]
+    print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}   {paired(weighted, base)}")
+    for name in policies:
+        right, spent = score(problems, k, POLICIES[name])
+        print(f"  {'adaptive ' + name:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}")
+    print(f"  ({n} problems)")
+
+
+def curve(problems: list[dict]) -> None:
+    k = len(problems[0]["samples"])
+    full = sc_tokens(problems, k)
+    print("  first m samples, majority (the accuracy curve of plain SC):")
+    for m in (1, 2, 3, 4, 6, 8, 12, 16):
+        if m <= k:
+            right = [same_number(sc(p["samples"][:m]), p["gold"]) for p in problems]
+            print(f"    m={m:>2}  {accuracy(right)}  {sc_tokens(problems, m) / full:.2f} of K={k}'s tokens")
+
+
+def votes(problems: list[dict], k: int) -> None:
+    base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
+    print(f"  vote variants over all {k} samples, paired with majority:")
+    for how, window, keep in itertools.product(["lowest", "mean", "tail"], [16, 32, 64, 128], [100.0, 90.0, 50.0]):
+        if how == "mean" and window != 32:
+            continue
+        right = [same_number(sc(p["samples"][:k], "weighted" if keep == 100 else "majority", window, how, keep),
+                             p["gold"]) for p in problems]
+        label = f"{how} w{window} " + ("weighted" if keep == 100 else f"keep {keep:.0f}% majority")
+        print(f"    {label:34}{accuracy(right):>22}   {paired(right, base)}")
+
+
+def grid(problems: list[dict], k: int) -> None:
+    base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
+    full = sc_tokens(problems, k)
     rows = []
-    for par, esc, keep, give, win, warm in itertools.product([2, 3, 4], [3, 4, None], [10, 50, 90], [False, True],
-                                                             [32, 64], [2, 3]):
-        policy = Policy(parallel=par, warmup=warm, keep_top_percent=keep, window=win,
-                        rule=StopRule(window=esc, give_up=give))
-        got, share = score(problems, policy)
-        rows.append((share, got, f"parallel {par}, ESC {esc}, keep {keep}%, give-up {give}, window {win}, warm-up {warm}"))
+    for par, esc, keep, give, win, cut, method in itertools.product(
+            [2, 3, 4], [3, 4, 5, None], [50, 90], [False, True], [32, 64], [True, False], ["weighted", "majority"]):
+        if not cut and (keep != 90 or win != 32):
+            continue
+        policy = Policy(parallel=par, keep_top_percent=keep, window=win, cut=cut, method=method,
+                        rule=replace(ADAPTIVE_STOP_RULE, window=esc, give_up=give))
+        right, spent = score(problems, k, policy)
+        rows.append((spent / full, sum(right), right,
+                     f"live {par}, ESC {esc}, give-up {give}, cut {cut} keep {keep}% w{win}, {method}"))
     best = -1
-    for share, got, name in sorted(rows):
+    print(f"  policies that set a new best accuracy as the token share grows (K={k}):")
+    for share, got, right, name in sorted(rows, key=lambda r: (r[0], -r[1])):
         if got > best:
-            print(f"{share:5.2f} of the tokens  {got}/{len(problems)} right  {name}")
+            print(f"    {share:5.2f}  {accuracy(right)}  {paired(right, base)}  {name}")
             best = got
+
+
+def prompts(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
+    common = set.intersection(*({p["problem"] for p in probs} for _, _, probs in recordings))
+    print(f"  {len(common)} problems in every recording; paired with the first recording")
+    ref = None
+    for path, settings, probs in recordings:
+        probs = [p for p in probs if p["problem"] in common]
+        kk = min(k, len(probs[0]["samples"]))
+        greedy = [same_number(p["greedy"]["answer"], p["gold"]) for p in probs]
+        voted = [same_number(sc(p["samples"][:kk]), p["gold"]) for p in probs]
+        first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
+        tokens = sum(p["greedy"]["tokens"] for p in probs) / len(probs)
+        label = (f"{settings['style']} T{settings['temperature']} p{settings['top_p']} min-p {settings['min_p']}"
+                 f" top-k {settings['top_k']}")
+        extra = "" if ref is None else f"   greedy {paired(greedy, ref[0])} · SC {paired(voted, ref[1])}"
+        print(f"    {label:44} greedy {accuracy(greedy)} ({tokens:.0f} tok) · one sample {accuracy(first)}"
+              f" · SC K={kk} {accuracy(voted)}{extra}")
+        ref = ref or (greedy, voted)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dump")
+    ap.add_argument("recordings", nargs="+")
+    ap.add_argument("--k", type=int, default=8, help="samples per problem replayed (the first k recorded)")
+    ap.add_argument("--split", choices=["dev", "heldout"], default="dev")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--grid", action="store_true")
+    ap.add_argument("--votes", action="store_true")
+    ap.add_argument("--prompts", action="store_true")
     args = ap.parse_args()
-    problems = [json.loads(line) for line in open(args.dump, encoding="utf-8")]
+    loaded = [(path, *load(path, args.split)) for path in args.recordings]
+    if args.split == "heldout" and (args.grid or args.votes or args.prompts or args.policies != ",".join(POLICIES)):
+        sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
+    if args.prompts:
+        return prompts(loaded, args.k)
+    path, settings, problems = loaded[0]
+    print(f"{path}: {len(problems)} {args.split} problems, {settings}")
     if args.grid:
-        return grid(problems)
-    k = len(problems[0]["samples"])
-    full_tokens = sum(s["tokens"] for p in problems for s in p["samples"])
-    correct = {m: 0 for m in ("majority", "weighted")}
-    for p in problems:
-        results = [SampleResult("", s["answer"], weight(s)) for s in p["samples"]]
-        for method in correct:
-            correct[method] += same_number(vote(results, method).answer, p["gold"])
-    n = len(problems)
-    print(f"{n} problems, K={k}: full K tokens {full_tokens}")
-    for m in range(1, k + 1):  # the first m samples only, no adaptivity: the accuracy curve
-        got = sum(same_number(vote([SampleResult("", s["answer"], weight(s)) for s in p["samples"][:m]], "majority").answer,
-                              p["gold"]) for p in problems)
-        print(f"  first {m} majority: {100 * got / n:5.1f}%  ({m / k:.2f} of the tokens)")
-    for method, c in correct.items():
-        print(f"  K={k} {method:9} accuracy {100 * c / n:5.1f}%")
-    print(f"  {'policy':16}{'acc %':>7}{'share':>7}")
-    for name in args.policies.split(","):
-        got, share = score(problems, POLICIES[name])
-        print(f"  {name:16}{100 * got / n:7.1f}{share:7.2f}")
+        return grid(problems, args.k)
+    if args.votes:
+        return votes(problems, args.k)
+    curve(problems)
+    names = ["hearth"] if args.split == "heldout" else args.policies.split(",")
+    modes_table(problems, args.k, names)
 
 
 if __name__ == "__main__":
