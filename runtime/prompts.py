@@ -41,12 +41,15 @@ def reasoning_prompt(question: str, mode: str) -> str:
 
 # --- The reasoning prompt per model family -------------------------------------------------------
 #
-# Models answer best in the form they were trained on. Qwen2.5 (and its Math and Coder variants)
-# and DeepSeek-R1's distillations were trained with "Please reason step by step, and put your
-# final answer within \boxed{}." — Qwen as the system prompt, DeepSeek-R1 inside the user turn
-# (its model card: no system prompt). Other families get hearth's own instruction. Every style asks
-# for a form that the extractors of the modes it serves read first (`\boxed{}` for number, choice,
-# boxed and auto), so `--answer` chooses only what is extracted.
+# Models answer best in the form they were trained on, where that is known — and measured where a
+# model is here. Qwen2.5-Math and DeepSeek-R1's distillations document "Please reason step by step,
+# and put your final answer within \boxed{}." (Qwen's as the system prompt, DeepSeek-R1's inside the
+# user turn: its model card says no system prompt). For Qwen2.5-Coder-1.5B it was measured here
+# (GSM8K train 0-99, greedy, paired): hearth's `#### <number>` instruction 70% right with 289 tokens
+# per answer, Qwen's math system prompt 64% with 313 (-6 points, 95% interval -13.8 to +1.8) — so
+# Qwen's general and Coder models keep hearth's instruction. Every style asks for a form that the
+# extractors of the modes it serves read first (`\boxed{}` for number, choice, boxed and auto), so
+# `--answer` chooses only what is extracted.
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 # Modes whose extractor reads `\boxed{...}` before anything else (runtime/answers.py).
@@ -84,25 +87,31 @@ def _hearth_messages(messages: list[dict], answer: str) -> list[dict]:
     return messages[:-1] + [{**messages[-1], "content": reasoning_prompt(messages[-1]["content"], answer)}]
 
 
-def reasoning_style(architecture: str, name: str = "", chat_template: str | None = None) -> ReasoningStyle:
+def reasoning_style(architecture: str, name: str = "", chat_template: str | None = None,
+                    also: str = "") -> ReasoningStyle:
     """The reasoning prompt a model was trained with, from its GGUF architecture, name and chat
     template (`general.architecture`, `general.name`/`general.basename`, `tokenizer.chat_template`)."""
     arch = (architecture or "").lower()
-    label = (name or "").lower()
+    label = f"{name} {also}".lower()  # `also`: more name keys to match (basename, finetune), not shown
     template = chat_template or ""
     if "deepseek-r1" in label or "deepseek_r1" in label or "r1-distill" in label:
         return ReasoningStyle("boxed-user", f"DeepSeek-R1 model ({name}): its trained instruction in the user turn")
-    if arch.startswith("qwen") or "qwen" in label or "<|im_start|>" in template and "Qwen" in template:
-        return ReasoningStyle("boxed-system", f"Qwen model ({architecture}, {name or 'unnamed'}): Qwen's math system prompt")
+    is_qwen = arch.startswith("qwen") or "qwen" in label or ("<|im_start|>" in template and "Qwen" in template)
+    if is_qwen and "math" in label:
+        return ReasoningStyle("boxed-system", f"Qwen math model ({name}): Qwen's math system prompt")
+    if is_qwen:
+        return ReasoningStyle("hearth", f"Qwen model ({architecture}, {name or 'unnamed'}): hearth's instruction "
+                                        "(measured on Qwen2.5-Coder-1.5B, GSM8K greedy: 70% right against 64% with Qwen's math prompt, 8% fewer tokens)")
     return HEARTH_STYLE
 
 
 def style_for_gguf(metadata: dict) -> ReasoningStyle:
     """`reasoning_style` from a GGUF's metadata."""
-    name = " ".join(str(metadata.get(k, "")) for k in ("general.name", "general.basename", "general.finetune"))
+    name = str(metadata.get("general.name") or metadata.get("general.basename") or "")
+    also = " ".join(str(metadata.get(k, "")) for k in ("general.basename", "general.finetune"))
     template = metadata.get("tokenizer.chat_template")
-    return reasoning_style(str(metadata.get("general.architecture", "")), name.strip(),
-                           template if isinstance(template, str) else None)
+    return reasoning_style(str(metadata.get("general.architecture", "")), name,
+                           template if isinstance(template, str) else None, also)
 
 
 STYLES = {"boxed-system": ReasoningStyle("boxed-system", "chosen by name"),

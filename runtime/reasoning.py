@@ -142,15 +142,16 @@ class ReasoningHooks(Hooks):
         self.settled = False
 
     def on_text(self, sample: Sample, delta: str) -> None:
-        if not self.config.adaptive:
-            return
-        window = self.windows.setdefault(sample.index, WindowedConfidence(self.config.window))
-        for confidence in sample.token_confidences[window.count:]:
-            window.push(confidence)
+        # Every mode stops a sample once its answer line is complete: what follows cannot change
+        # its answer. Only adaptive mode cuts on confidence.
         if answer_line_complete(sample.text, self.config.answer):
             sample.stop("answer")
-        elif window.full and should_cut(window.current, self.bar):
-            sample.stop("low_confidence")
+        elif self.config.adaptive:
+            window = self.windows.setdefault(sample.index, WindowedConfidence(self.config.window))
+            for confidence in sample.token_confidences[window.count:]:
+                window.push(confidence)
+            if window.full and should_cut(window.current, self.bar):
+                sample.stop("low_confidence")
         if self.on_update:
             self.on_update(sample, None)
 

@@ -7,7 +7,7 @@ with accuracy, total generated tokens and wall time for each; and hearth's K-seq
 throughput next to llama.cpp's own batched decode ceiling (../shared/tools/llama_batched_ceiling.py,
 same model, same threads, same K, same short prompt, run as a subprocess right after).
 
-usage: python scripts/bench_reasoning.py [qwen default gemma PATH ...] [-n 50] [--offset 0] [-k 8] [--max-tokens 320] [--threads 2] [--json]
+usage: python scripts/bench_reasoning.py [qwen default gemma PATH ...] [-n 50] [--offset 0] [-k 8] [--max-tokens 512] [--threads 2] [--json]
 Run it alone: another llama.cpp process on the same 2 cores ruins both.
 """
 
@@ -82,14 +82,18 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.scheduler import Scheduler
     from hearth.runtime.gguf_file import read_gguf
-    from hearth.runtime.prompts import reasoning_prompt
+    from hearth.runtime.prompts import style_for_gguf
     from hearth.runtime.reasoning import ReasoningConfig, reason
     from hearth.runtime.sampling import SamplingParams
     from hearth.runtime.templates import build_prompt
     from hearth.runtime.voting import SampleResult, vote
 
     info = read_gguf(path)
-    sampled = SamplingParams(temperature=0.7, top_p=0.95, top_k=40, min_p=0.0)
+    style = style_for_gguf(info.metadata)  # the model family's reasoning prompt, as `hearth run --samples` words it
+    print(f"reasoning prompt: {style.name} ({style.why})", file=sys.stderr)
+    from hearth.runtime.options import GenerationOptions
+
+    sampled = GenerationOptions().sampling("reason", k)  # hearth's reasoning defaults (T 0.7, top-k 40, top-p 0.95, min-p 0.05)
     greedy = SamplingParams(temperature=0.0)
     config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads)
     modes = {name: {"correct": 0, "tokens": 0, "wall_s": 0.0} for name in ("greedy", "k_majority", "k_weighted", "adaptive")}
@@ -97,7 +101,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
     with Engine(path, config) as engine:
         model = engine.model
         for seed, (question, gold) in enumerate(problems):
-            text = build_prompt(info.chat_template, [{"role": "user", "content": reasoning_prompt(question, "number")}],
+            text = build_prompt(info.chat_template, style.messages([{"role": "user", "content": question}], "number"),
                                 model.bos_text, model.eos_text, model.add_bos).text
             tokens = engine.tokenize(text)
             runs = {
@@ -164,7 +168,7 @@ def main() -> None:
     ap.add_argument("-n", "--problems", type=int, default=50)
     ap.add_argument("--offset", type=int, default=0, help="skip this many problems first (a held-out slice for tuning)")
     ap.add_argument("-k", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=320)
+    ap.add_argument("--max-tokens", type=int, default=512, help="per sample (hearth run --samples' default: 512)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64, help="tokens per sequence in the throughput comparison")
     ap.add_argument("--modes", default="greedy,fixed,adaptive", help="which runs: greedy, fixed (K majority + weighted), adaptive")

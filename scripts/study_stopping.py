@@ -17,7 +17,7 @@ Every accuracy is printed with its 95% Wilson interval; every comparison with SC
 same problems: wins/losses, the difference with its 95% interval, McNemar's exact p.
 
 usage: python scripts/study_stopping.py REC.jsonl [REC2.jsonl ...] [--k 8] [--split dev|heldout]
-       [--grid] [--votes] [--prompts]
+       [--grid] [--votes] [--prompts] [--greedy GREEDY.jsonl]
   --grid     every combination of live samples, ESC window, DeepConf keep/window/warm-up and give-up
   --votes    vote variants: majority, weights from other windows and functions, DeepConf filtering
   --prompts  two or more recordings of the same problems (other prompts or sampling): paired table
@@ -156,8 +156,9 @@ def sc(samples: list[dict], method: str = "majority", window: int = DEFAULT_CONF
     return vote(results, method).answer
 
 
-def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int]:
-    """(voted answer, tokens generated) for one problem under an adaptive policy."""
+def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None) -> tuple[str | None, int]:
+    """(voted answer, tokens generated) for one problem under an adaptive policy; `cuts` gets the
+    recorded answer of every sample DeepConf's online bar cut."""
     live: dict[int, dict] = {}  # index -> {"pos", "window"}
     launched, answers, results, finished_conf = 0, [], [], []
     bar = None
@@ -193,6 +194,8 @@ def replay(samples: list[dict], k: int, policy: Policy) -> tuple[str | None, int
                 done.append((index, "end"))
             elif policy.cut and state["window"].full and bar is not None and state["window"].current < bar:
                 done.append((index, "cut"))
+                if cuts is not None:
+                    cuts.append(sample["answer"])
         settled = False
         for index, why in done:
             del live[index]
@@ -220,12 +223,19 @@ def sc_tokens(problems: list[dict], k: int) -> int:
     return sum(s["tokens"] for p in problems for s in p["samples"][:k])
 
 
-def score(problems: list[dict], k: int, policy: Policy) -> tuple[list[bool], int]:
-    right, spent = [], 0
+def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None = None) -> tuple[list[bool], int]:
+    """Right or wrong per problem, and the tokens spent; `cut_stats` gets (cut samples, of which
+    their recorded answer was right)."""
+    right, spent, cut, cut_right = [], 0, 0, 0
     for p in problems:
-        answer, tokens = replay(p["samples"][:k], k, policy)
+        cuts = []
+        answer, tokens = replay(p["samples"][:k], k, policy, cuts)
+        cut += len(cuts)
+        cut_right += sum(same_number(a, p["gold"]) for a in cuts)
         right.append(same_number(answer, p["gold"]))
         spent += tokens
+    if cut_stats is not None:
+        cut_stats.extend([cut, cut_right])
     return right, spent
 
 
@@ -234,7 +244,8 @@ def score(problems: list[dict], k: int, policy: Policy) -> tuple[list[bool], int
 
 def modes_table(problems: list[dict], k: int, policies: list[str]) -> None:
     n = len(problems)
-    greedy = [same_number(p["greedy"]["answer"], p["gold"]) for p in problems] if "greedy" in problems[0] else None
+    greedy = ([same_number(p["greedy"]["answer"], p["gold"]) for p in problems]
+              if all("greedy" in p for p in problems) else None)
     base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
     full = sc_tokens(problems, k)
     print(f"  {'mode':28}{'accuracy [95%]':>22}{'tokens':>9}{'share':>7}   paired with SC K={k}")
@@ -245,8 +256,10 @@ def modes_table(problems: list[dict], k: int, policies: list[str]) -> None:
     weighted = [same_number(sc(p["samples"][:k], "weighted"), p["gold"]) for p in problems]
     print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}   {paired(weighted, base)}")
     for name in policies:
-        right, spent = score(problems, k, POLICIES[name])
-        print(f"  {'adaptive ' + name:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}")
+        cuts = []
+        right, spent = score(problems, k, POLICIES[name], cuts)
+        print(f"  {'adaptive ' + name:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}"
+              f"   cut {cuts[0]} samples, {cuts[1]} of them right")
     print(f"  ({n} problems)")
 
 
@@ -299,16 +312,21 @@ def prompts(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
     ref = None
     for path, settings, probs in recordings:
         probs = [p for p in probs if p["problem"] in common]
-        kk = min(k, len(probs[0]["samples"]))
+        kk = min(k, len(probs[0].get("samples", [])))
         greedy = [same_number(p["greedy"]["answer"], p["gold"]) for p in probs]
-        voted = [same_number(sc(p["samples"][:kk]), p["gold"]) for p in probs]
-        first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
+        voted = [same_number(sc(p["samples"][:kk]), p["gold"]) for p in probs] if kk else None
         tokens = sum(p["greedy"]["tokens"] for p in probs) / len(probs)
         label = (f"{settings['style']} T{settings['temperature']} p{settings['top_p']} min-p {settings['min_p']}"
                  f" top-k {settings['top_k']}")
-        extra = "" if ref is None else f"   greedy {paired(greedy, ref[0])} · SC {paired(voted, ref[1])}"
-        print(f"    {label:44} greedy {accuracy(greedy)} ({tokens:.0f} tok) · one sample {accuracy(first)}"
-              f" · SC K={kk} {accuracy(voted)}{extra}")
+        line = f"    {label:44} greedy {accuracy(greedy)} ({tokens:.0f} tok/answer)"
+        if ref is not None:
+            line += f" {paired(greedy, ref[0])}"
+        if kk:
+            first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
+            line += f" · one sample {accuracy(first)} · SC K={kk} {accuracy(voted)}"
+            if ref is not None and ref[1] is not None:
+                line += f" {paired(voted, ref[1])}"
+        print(line)
         ref = ref or (greedy, voted)
 
 
@@ -321,8 +339,17 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--votes", action="store_true")
     ap.add_argument("--prompts", action="store_true")
+    ap.add_argument("--greedy", help="take the greedy answers from this recording (one made with -k 0, same prompt)")
     args = ap.parse_args()
     loaded = [(path, *load(path, args.split)) for path in args.recordings]
+    if args.greedy:
+        greedy_settings, greedy = load(args.greedy, args.split)
+        if greedy_settings["style"] != loaded[0][1]["style"]:
+            sys.exit(f"error: {args.greedy} used the {greedy_settings['style']} prompt, not {loaded[0][1]['style']}")
+        by_problem = {p["problem"]: p["greedy"] for p in greedy}
+        for p in loaded[0][2]:
+            if p["problem"] in by_problem:
+                p["greedy"] = by_problem[p["problem"]]
     if args.split == "heldout" and (args.grid or args.votes or args.prompts or args.policies != ",".join(POLICIES)):
         sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
     if args.prompts:

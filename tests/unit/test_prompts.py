@@ -63,9 +63,10 @@ QUESTION = [{"role": "user", "content": "What is 6 times 7?"}]
 @pytest.mark.parametrize(
     ("arch", "name", "style"),
     [
-        ("qwen2", "Qwen2.5 Coder 1.5B Instruct", "boxed-system"),
-        ("qwen3", "", "boxed-system"),
-        ("llama", "Qwen2.5-7B-Instruct (llama-fied)", "boxed-system"),
+        ("qwen2", "Qwen2.5 Coder 1.5B Instruct", "hearth"),  # measured: see runtime/prompts.py
+        ("qwen2", "Qwen2.5 Math 1.5B Instruct", "boxed-system"),
+        ("qwen3", "qwen3-math", "boxed-system"),
+        ("llama", "Qwen2.5-Math-7B-Instruct (llama-fied)", "boxed-system"),
         ("qwen2", "DeepSeek-R1-Distill-Qwen-1.5B", "boxed-user"),
         ("llama", "SmolLM2 135M Instruct", "hearth"),
         ("gemma3", "Gemma 3 270m", "hearth"),
@@ -80,20 +81,21 @@ def test_the_style_follows_the_model_family(arch, name, style):
 def test_style_from_gguf_metadata_reads_the_name_keys():
     meta = {"general.architecture": "llama", "general.basename": "DeepSeek-R1-Distill-Llama", "general.name": "x"}
     assert style_for_gguf(meta).name == "boxed-user"
-    assert style_for_gguf({"general.architecture": "qwen2"}).name == "boxed-system"
+    assert style_for_gguf({"general.architecture": "qwen2", "general.name": "Qwen2.5 Math 7B"}).name == "boxed-system"
+    assert style_for_gguf({"general.architecture": "qwen2"}).name == "hearth"
     assert style_for_gguf({}).name == "hearth"
 
 
 @pytest.mark.parametrize("mode", ["number", "choice", "boxed", "auto"])
-def test_qwen_style_adds_its_system_prompt_and_keeps_the_question(mode):
-    out = reasoning_style("qwen2", "Qwen2.5").messages(QUESTION, mode)
+def test_qwen_math_style_adds_its_system_prompt_and_keeps_the_question(mode):
+    out = reasoning_style("qwen2", "Qwen2.5-Math").messages(QUESTION, mode)
     assert out == [{"role": "system", "content": BOXED_INSTRUCTION}] + QUESTION
     assert QUESTION == [{"role": "user", "content": "What is 6 times 7?"}]  # not mutated
 
 
-def test_qwen_style_with_a_users_system_prompt_puts_the_instruction_in_the_user_turn():
+def test_qwen_math_style_with_a_users_system_prompt_puts_the_instruction_in_the_user_turn():
     convo = [{"role": "system", "content": "Be terse."}] + QUESTION
-    out = reasoning_style("qwen2", "").messages(convo, "number")
+    out = reasoning_style("qwen2", "Qwen2.5-Math").messages(convo, "number")
     assert out[0] == convo[0] and len(out) == 2
     assert out[1]["content"] == f"What is 6 times 7?\n{BOXED_INSTRUCTION}"
 
@@ -105,7 +107,7 @@ def test_deepseek_style_asks_in_the_user_turn():
 
 @pytest.mark.parametrize("mode", ["line", "regex:ANSWER: (\\w+)"])
 def test_modes_that_do_not_read_boxed_answers_keep_hearths_wording(mode):
-    assert reasoning_style("qwen2", "").messages(QUESTION, mode) == HEARTH_STYLE.messages(QUESTION, mode) == QUESTION
+    assert reasoning_style("qwen2", "Qwen2.5-Math").messages(QUESTION, mode) == HEARTH_STYLE.messages(QUESTION, mode) == QUESTION
 
 
 def test_hearth_style_instructs_the_number_mode_only():
@@ -122,4 +124,4 @@ def test_a_boxed_answer_is_read_by_every_mode_the_boxed_style_serves(mode):
 
 def test_the_last_message_not_from_the_user_is_left_alone():
     convo = QUESTION + [{"role": "assistant", "content": "42"}]
-    assert reasoning_style("qwen2", "").messages(convo, "number") == convo
+    assert reasoning_style("qwen2", "Qwen2.5-Math").messages(convo, "number") == convo

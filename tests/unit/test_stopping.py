@@ -321,3 +321,23 @@ def test_sequences_needed_counts_the_prompt_holder():
     assert ReasoningConfig(k=8).sequences_needed() == 3  # 2 live + the held prompt for later samples
     assert ReasoningConfig(k=8, adaptive=False).sequences_needed() == 8  # all live: nothing held
     assert ReasoningConfig(k=2).sequences_needed() == 2
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_every_mode_stops_a_sample_once_its_answer_line_is_complete(adaptive):
+    """With or without adaptive stopping, what follows a complete answer line cannot change the
+    sample's answer: its sequence ends there (the recorded samples study_stopping replays do too)."""
+    from hearth.runtime.reasoning import ReasoningConfig, ReasoningHooks
+    from hearth.runtime.requests import GenRequest, Sample
+    from hearth.runtime.sampling import SamplingParams
+
+    hooks = ReasoningHooks(None, ReasoningConfig(k=4, answer="number", adaptive=adaptive), None)
+    sample = Sample(GenRequest([1], SamplingParams(), 64), index=0, seq_id=0, n_past=1)
+    for piece in (b"3 + 4 = 7 apples.\n", b"#### 7"):
+        sample.stream.feed(piece)
+        sample.token_confidences.append(1.0)
+        hooks.on_text(sample, "")
+        assert sample.finish_reason is None  # "#### 7" could still grow into "#### 70"
+    sample.stream.feed(b"\n")
+    hooks.on_text(sample, "\n")
+    assert sample.finish_reason == "answer"
