@@ -101,7 +101,8 @@ def reasoning_style(architecture: str, name: str = "", chat_template: str | None
         return ReasoningStyle("boxed-system", f"Qwen math model ({name}): Qwen's math system prompt")
     if is_qwen:
         return ReasoningStyle("hearth", f"Qwen model ({architecture}, {name or 'unnamed'}): hearth's instruction "
-                                        "(measured on Qwen2.5-Coder-1.5B, GSM8K greedy: 70% right against 64% with Qwen's math prompt, 8% fewer tokens)")
+                                        "(measured on Qwen2.5-Coder-1.5B, GSM8K greedy: 70% right against 64% "
+                                        "with Qwen's math prompt, 8% fewer tokens)")
     return HEARTH_STYLE
 
 
