@@ -120,6 +120,12 @@ class Model:
         return self._loaded.has_template
 
     @property
+    def reasoning_style(self):
+        """How `reason` words a question for this model (`runtime.prompts.ReasoningStyle`: its
+        `.name` and `.why`): the family's trained reasoning prompt, or hearth's instruction."""
+        return self._loaded.reasoning_style
+
+    @property
     def load_s(self) -> float:
         return self._loaded.engine.load_s
 

@@ -10,7 +10,9 @@ DeepConf confidences — no problem text: the questions and gold answers stay in
 
 The output is JSONL: a header line with the settings, then one line per problem, appended and
 flushed as each problem ends. Run it again with the same OUT to resume: problems already there are
-skipped (a torn last line is dropped); other settings than the header's are refused.
+skipped (a torn last line is dropped); other settings than the header's are refused. The
+recordings behind the README's reasoning figures are kept in scripts/recordings/ (the commands
+that made them are in its README), so a later session resumes them where the last one stopped.
 
 usage: python scripts/record_reasoning.py OUT.jsonl --problems 0:100 [--model qwen] [--prompt auto|boxed-system|boxed-user|hearth]
        [-k 16 (0: greedy only)] [--temperature 0.7] [--top-k 40] [--top-p 0.95] [--min-p 0.05] [--max-tokens 512] [--no-greedy]

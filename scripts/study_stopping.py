@@ -18,7 +18,7 @@ same problems: wins/losses, the difference with its 95% interval, McNemar's exac
 
 usage: python scripts/study_stopping.py REC.jsonl [REC2.jsonl ...] [--k 8] [--split dev|heldout]
        [--grid] [--votes] [--prompts] [--greedy GREEDY.jsonl]
-  --grid     every combination of live samples, ESC window, DeepConf keep/window/warm-up and give-up
+  --grid     every combination of live samples, ESC window, Beta threshold, give-up and DeepConf cut
   --votes    vote variants: majority, weights from other windows and functions, DeepConf filtering
   --prompts  two or more recordings of the same problems (other prompts or sampling): paired table
 """
@@ -242,7 +242,10 @@ def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None =
 # ---------------------------------------------------------------- reports
 
 
-def modes_table(problems: list[dict], k: int, policies: list[str]) -> None:
+def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: int | None = None) -> None:
+    """Greedy, SC with the first k samples (majority, weighted), and adaptive policies drawing up
+    to `adaptive_k` samples (default k), all paired with SC K=k and as a share of its tokens."""
+    adaptive_k = adaptive_k or k
     n = len(problems)
     greedy = ([same_number(p["greedy"]["answer"], p["gold"]) for p in problems]
               if all("greedy" in p for p in problems) else None)
@@ -257,8 +260,9 @@ def modes_table(problems: list[dict], k: int, policies: list[str]) -> None:
     print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}   {paired(weighted, base)}")
     for name in policies:
         cuts = []
-        right, spent = score(problems, k, POLICIES[name], cuts)
-        print(f"  {'adaptive ' + name:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}"
+        right, spent = score(problems, adaptive_k, POLICIES[name], cuts)
+        label = f"adaptive{'' if adaptive_k == k else f' K={adaptive_k}'} {name}"
+        print(f"  {label:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}"
               f"   cut {cuts[0]} samples, {cuts[1]} of them right")
     print(f"  ({n} problems)")
 
@@ -285,21 +289,21 @@ def votes(problems: list[dict], k: int) -> None:
         print(f"    {label:34}{accuracy(right):>22}   {paired(right, base)}")
 
 
-def grid(problems: list[dict], k: int) -> None:
+def grid(problems: list[dict], k: int, adaptive_k: int | None = None) -> None:
     base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
     full = sc_tokens(problems, k)
+    adaptive_k = adaptive_k or k
     rows = []
-    for par, esc, keep, give, win, cut, method in itertools.product(
-            [2, 3, 4], [3, 4, 5, None], [50, 90], [False, True], [32, 64], [True, False], ["weighted", "majority"]):
-        if not cut and (keep != 90 or win != 32):
-            continue
-        policy = Policy(parallel=par, keep_top_percent=keep, window=win, cut=cut, method=method,
-                        rule=replace(ADAPTIVE_STOP_RULE, window=esc, give_up=give))
-        right, spent = score(problems, k, policy)
-        rows.append((spent / full, sum(right), right,
-                     f"live {par}, ESC {esc}, give-up {give}, cut {cut} keep {keep}% w{win}, {method}"))
+    for par, esc, threshold, give, cut in itertools.product([2, 3, 4], [3, 4, None], [0.9, 0.95, 0.99], [False, True],
+                                                            [None, 90.0, 50.0]):
+        policy = replace(HEARTH, parallel=par, keep_top_percent=cut or 90.0, cut=cut is not None,
+                         rule=replace(ADAPTIVE_STOP_RULE, window=esc, threshold=threshold, give_up=give))
+        right, spent = score(problems, adaptive_k, policy)
+        rows.append((spent / full, sum(right), right, f"live {par}, ESC {esc}, Beta {threshold}, give-up {give}, "
+                                                      f"cut {'off' if cut is None else f'keep {cut:.0f}%'}"))
     best = -1
-    print(f"  policies that set a new best accuracy as the token share grows (K={k}):")
+    print(f"  policies drawing up to {adaptive_k} samples that set a new best accuracy as the token share of"
+          f" SC K={k} grows:")
     for share, got, right, name in sorted(rows, key=lambda r: (r[0], -r[1])):
         if got > best:
             print(f"    {share:5.2f}  {accuracy(right)}  {paired(right, base)}  {name}")
@@ -334,6 +338,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+")
     ap.add_argument("--k", type=int, default=8, help="samples per problem replayed (the first k recorded)")
+    ap.add_argument("--adaptive-k", type=int, help="samples adaptive mode may draw (default: --k)")
     ap.add_argument("--split", choices=["dev", "heldout"], default="dev")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--grid", action="store_true")
@@ -357,12 +362,12 @@ def main() -> None:
     path, settings, problems = loaded[0]
     print(f"{path}: {len(problems)} {args.split} problems, {settings}")
     if args.grid:
-        return grid(problems, args.k)
+        return grid(problems, args.k, args.adaptive_k)
     if args.votes:
         return votes(problems, args.k)
     curve(problems)
     names = ["hearth"] if args.split == "heldout" else args.policies.split(",")
-    modes_table(problems, args.k, names)
+    modes_table(problems, args.k, names, args.adaptive_k)
 
 
 if __name__ == "__main__":

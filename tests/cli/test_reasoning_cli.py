@@ -50,3 +50,9 @@ def test_text_output_prints_only_the_answer(hearth):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].lstrip("-").replace(".", "").isdigit()
     assert "votes" in done.stderr
+
+
+def test_v_names_the_reasoning_prompt_chosen_for_the_model(hearth):
+    done = hearth("run", QUESTION, "--answer", "number", "-n", "24", "--samples", "2", "--temp", "0.05", "-v")
+    assert done.returncode == 0, done.stderr
+    assert "reasoning prompt: hearth (hearth's own instruction" in done.stderr  # SmolLM2: no trained prompt known
