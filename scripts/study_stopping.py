@@ -59,21 +59,19 @@ class Policy:
 
 _D = ReasoningConfig()
 HEARTH = Policy(parallel=2, warmup=_D.warmup, keep_top_percent=_D.keep_top_percent, window=_D.window,
-                rule=_D.stop_rule, method=_D.vote)  # adaptive mode's defaults (2 live samples on a CPU)
+                rule=_D.stop_rule, method=_D.vote, cut=_D.confidence_cut)  # adaptive mode's defaults (2 live samples on a CPU)
 POLICIES = {
     "hearth": HEARTH,
     "majority": replace(HEARTH, method="majority"),
     "p4": replace(HEARTH, parallel=4),
-    "nocut": replace(HEARTH, cut=False),
-    "nocut-majority": replace(HEARTH, cut=False, method="majority"),
-    "keep50": replace(HEARTH, keep_top_percent=50.0),
+    "cut": replace(HEARTH, cut=True),
+    "cut-giveup": replace(HEARTH, cut=True, rule=replace(ADAPTIVE_STOP_RULE, give_up=True)),  # before 2026-12-05
+    "keep50": replace(HEARTH, cut=True, keep_top_percent=50.0),
     "esc4": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=4)),
     "esc5": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=5)),
     "noesc": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=None)),
     "beta99": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, threshold=0.99)),
-    "nogiveup": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
-    "nogiveup-nocut": replace(HEARTH, cut=False, rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
-    "nogiveup-nocut-majority": replace(HEARTH, cut=False, method="majority", rule=replace(ADAPTIVE_STOP_RULE, give_up=False)),
+    "giveup": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, give_up=True)),
 }
 
 
