@@ -4,9 +4,9 @@
 For each problem of the range: K samples at the given sampling settings and one greedy answer,
 decoded together (one request of K samples sharing the prompt, one greedy request beside it),
 each sample stopped where its answer line is complete (as hearth's reasoning mode stops it). Per
-sample the record keeps its text, extracted answer, token count, finish reason and per-token
-DeepConf confidences — no problem text: the questions and gold answers stay in
-../shared/data/gsm8k/train.jsonl and are read from there by index.
+sample the record keeps its extracted answer, token count, finish reason and per-token DeepConf
+confidences — no text at all (a sample's reasoning restates its question): the questions and gold
+answers stay in ../shared/data/gsm8k/train.jsonl and are read from there by index.
 
 The output is JSONL: a header line with the settings, then one line per problem, appended and
 flushed as each problem ends. Run it again with the same OUT to resume: problems already there are
@@ -78,7 +78,7 @@ def sample_row(sample, mode: str) -> dict:
     from hearth.runtime.answers import final_answer
 
     return {"answer": final_answer(sample.text, mode), "tokens": len(sample.tokens), "finish": sample.finish_reason,
-            "text": sample.text, "confidences": [round(c, 3) for c in sample.token_confidences]}
+            "confidences": [round(c, 3) for c in sample.token_confidences]}
 
 
 def main() -> None:

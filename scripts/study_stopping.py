@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Replay reasoning-mode policies offline on recorded samples, with 95% intervals, paired.
 
-`record_reasoning.py` records, per GSM8K problem, K samples (text, answer, tokens, per-token
+`record_reasoning.py` records, per GSM8K problem, K samples (answer, tokens, finish reason, per-token
 DeepConf confidences) and a greedy answer. This script replays on those samples what reasoning
 mode would do — plain self-consistency (the first k samples, majority), the weighted vote with
 other confidence windows and weight functions, and adaptive mode's scheduling: `parallel` live
