@@ -13,8 +13,11 @@ The same calls also tell up to how many rows llama.cpp computes a call exactly a
 one row at a time: wider calls may switch to other kernels (here: 8 rows and up on an AVX-512
 CPU), whose rounding differs, and with a model like Gemma 3 (large activations) that moves logits
 by up to a unit and changes greedy choices. That also depends on how many positions the KV cache
-holds: on a Xeon with AMX, CPU flash attention was exact up to 16 rows below 256 positions and
-at no width from 256 on; without flash attention, at 1 to 8 rows from one position to the next.
+holds: on a Xeon with AMX, CPU flash attention over an F16 KV cache was exact up to 16 rows below
+256 positions and at no width from 256 on (one row then splits the cells among the threads); over
+a BF16 cache, which a model loaded to speculate on the CPU gets (`hardware.speculation_kv_type`),
+exact up to 16 rows at every position checked; without flash attention, at 1 to 8 rows from one
+position to the next.
 So exactness is measured at several positions (`EXACT_BASES`); a threshold (exactness that only
 falls further on) is kept by position, anything else counts as exact at one row only. Greedy
 speculative decoding verifies drafts only in calls that are exact where they are
@@ -106,10 +109,10 @@ class CostCurve:
 
 
 def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int,
-              flash_attn: bool | None = None) -> str:
+              flash_attn: bool | None = None, kv_type: int | None = None) -> str:
     """What the curve depends on: the model file (its size and first MiB), the machine (CPU,
-    llama.cpp build, GPU), the thread count, the GPU offload and the attention kernel (which
-    rows llama.cpp computes exactly as single rows depends on it)."""
+    llama.cpp build, GPU), the thread count, the GPU offload, the attention kernel and the KV
+    cache type (which rows llama.cpp computes exactly as single rows depends on both)."""
     digest = hashlib.sha256()
     with open(model_path, "rb") as handle:
         digest.update(handle.read(1 << 20))
@@ -118,6 +121,8 @@ def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int
     digest.update(f"threads={n_threads} gpu_layers={n_gpu_layers} format={CURVE_FORMAT}".encode())
     if flash_attn is not None:
         digest.update(f" flash_attn={flash_attn}".encode())
+    if kv_type is not None:
+        digest.update(f" kv_type={kv_type}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -247,11 +252,11 @@ def _decode(engine, tokens: list[int], start: int, seq: int, last_logits: bool) 
 
 
 def cost_curve(engine, model_path: Path, n_threads: int, n_gpu_layers: int,
-               on_measure=None, flash_attn: bool | None = None) -> CostCurve:
+               on_measure=None, flash_attn: bool | None = None, kv_type: int | None = None) -> CostCurve:
     """The cached curve for this model, machine, threads and offload, or a fresh measurement
     (cached for next time). `on_measure()` is called before measuring (a few seconds)."""
     machine = machine_identity()
-    key = curve_key(model_path, machine, n_threads, n_gpu_layers, flash_attn)
+    key = curve_key(model_path, machine, n_threads, n_gpu_layers, flash_attn, kv_type)
     cached = read_cached(key)
     if cached is not None:
         return cached

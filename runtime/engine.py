@@ -130,6 +130,7 @@ class ContextConfig:
     # many unrelated sequences (batch) fast, and sequences are forked by copying a whole stream.
     kv_unified: bool = True
     f32_kv: bool = False  # F32 KV cache (scoring: logits compared to 1e-3 against other runtimes)
+    kv_type: int | None = None  # GGML type of the K and V cache (None: llama.cpp's F16)
 
 
 class LlamaModel:
@@ -231,6 +232,8 @@ class LlamaContext:
         params.kv_unified = config.kv_unified
         if config.f32_kv:
             params.type_k = params.type_v = 0  # GGML_TYPE_F32
+        elif config.kv_type is not None:
+            params.type_k = params.type_v = config.kv_type
         if config.flash_attn is not None:
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._lib = lib

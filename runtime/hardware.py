@@ -260,6 +260,32 @@ def flash_attention(n_gpu_layers: int, override: str | None = None,
                    "start later (HEARTH_FLASH_ATTN=1 to turn it on)")
 
 
+GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_BF16 = 1, 8, 30
+KV_TYPES = {"f16": GGML_TYPE_F16, "bf16": GGML_TYPE_BF16, "q8_0": GGML_TYPE_Q8_0}
+
+
+def speculation_kv_type(n_gpu_layers: int, flash_attn: bool | None, speculative: bool,
+                        override: str | None = None) -> tuple[int | None, str | None]:
+    """The KV cache type (a GGML type id; None: llama.cpp's F16) for a context, and the -v line.
+
+    BF16 when a model runs on the CPU alone with flash attention to speculate. With an F16 (or
+    F32) cache, llama.cpp's CPU flash attention decodes a single row over 512 or more KV cells
+    (from position 256 on, the cells padded to 256) by splitting the cells among the threads and
+    merging the parts: a different summation than the same row inside a call of several rows, so
+    no greedy draft can be checked exactly there. A BF16 (or Q8_0) cache keeps every call of up
+    to 16 rows on one kernel: measured bit-exact at every position checked, 48 to 2000 (SmolLM2,
+    Xeon with AMX, see `costs.py`). BF16 takes as much memory as F16 and keeps 8 bits of mantissa
+    per value. HEARTH_SPEC_KV=f16|bf16|q8_0 overrides (f16: llama.cpp's default)."""
+    choice = (override or "").strip().lower()
+    if not speculative or n_gpu_layers > 0 or flash_attn is False:
+        return None, None
+    if choice in KV_TYPES:
+        kind = KV_TYPES[choice]
+        return (None if kind == GGML_TYPE_F16 else kind), f"KV cache {choice.upper()}: HEARTH_SPEC_KV={choice}"
+    return GGML_TYPE_BF16, ("KV cache BF16: speculative decoding on the CPU (an F16 cache makes no call of several "
+                            "rows exact from position 256 on; HEARTH_SPEC_KV=f16 to keep it)")
+
+
 @functools.lru_cache(maxsize=1)
 def local_cpu_weight_repacking() -> bool:
     """`cpu_weight_repacking` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""

@@ -129,7 +129,8 @@ class LoadedModel:
         key = (self.plan.n_threads, self.plan.n_gpu_layers)
         if self._curve is None or self._curve[0] != key:
             self._curve = (key, cost_curve(self.engine, self.resolved.path, *key,
-                                           flash_attn=self.engine.config.flash_attn))
+                                           flash_attn=self.engine.config.flash_attn,
+                                           kv_type=self.engine.config.kv_type))
         return self._curve[1]
 
     def close(self) -> None:
@@ -146,12 +147,23 @@ def flash_attention_choice(plan, request: PlanRequest | None = None) -> tuple[bo
                            request is not None and request.speculative)
 
 
+def kv_type_choice(plan, request: PlanRequest | None = None) -> tuple[int | None, str | None]:
+    """`hardware.speculation_kv_type` for this plan and request, HEARTH_SPEC_KV included."""
+    import os
+
+    from .hardware import speculation_kv_type
+
+    return speculation_kv_type(plan.n_gpu_layers, flash_attention_choice(plan, request)[0],
+                               request is not None and request.speculative, os.environ.get("HEARTH_SPEC_KV"))
+
+
 def context_config(plan, request: PlanRequest | None = None) -> ContextConfig:
     return ContextConfig(
         n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch, n_seq_max=plan.n_seq,
         n_threads=plan.n_threads, n_threads_batch=plan.n_threads_batch, n_gpu_layers=plan.n_gpu_layers,
         kv_unified=plan.kv_unified,
         flash_attn=flash_attention_choice(plan, request)[0],
+        kv_type=kv_type_choice(plan, request)[0],
     )
 
 
@@ -180,4 +192,6 @@ def load_model(resolved: ResolvedModel, request: PlanRequest | Callable[[GGUFInf
     plan = _plan(info, request)
     engine = Engine(resolved.path, context_config(plan, request), verbose=verbose)
     plan.reasons.append(flash_attention_choice(plan, request)[1])
+    if (kv_line := kv_type_choice(plan, request)[1]) is not None:
+        plan.reasons.append(kv_line)
     return LoadedModel(resolved, info, plan, engine, request)

@@ -14,6 +14,7 @@ import pytest
 
 import hearth
 from hearth.runtime.costs import WIDTHS, CostCurve
+from hearth.runtime.hardware import GGML_TYPE_BF16
 from hearth.runtime.sampling import SamplingParams
 from hearth.runtime.scheduler import GenRequest, Scheduler
 from hearth.runtime.speculative import Speculation
@@ -46,7 +47,7 @@ PROMPTS = [
     '"owner": {"name": "Ada", "id": 7}}',
     "Write a short story about a lighthouse keeper.",
     "Count from 1 to 25, separated by commas.",
-    # past 256 positions, where this project's Xeon computes no call of several rows exactly
+    # past 256 positions, where with an F16 KV cache this project's Xeon computes no call of several rows exactly
     "Repeat this code exactly, twice.\n\n" + CODE + "\n" + CODE,
 ]
 N_TOKENS = 80
@@ -62,13 +63,18 @@ def check_lookup_equals_plain(path, template: bool) -> None:
     drafted = accepted = 0
     # loaded to speculate: on a CPU that keeps flash attention, the kernel with exact calls
     with hearth.load(str(path), ctx=2048, options=hearth.GenerationOptions(lookup=True)) as model:
-        exact_rows = model._loaded.cost_curve().exact_rows
+        curve = model._loaded.cost_curve()
+        exact_rows = curve.exact_rows
+        if model._loaded.plan.n_gpu_layers == 0:  # on the CPU: a BF16 KV cache, whose calls stay on one kernel
+            assert model._loaded.engine.config.kv_type == GGML_TYPE_BF16
         for prompt in PROMPTS:
             tokens = model.prompt_tokens(prompt, template=template)
             plain = generate(model, tokens)
             forced = generate(model, tokens, Speculation("lookup", flat(model), max_draft=8))
             assert forced.tokens == plain.tokens, prompt[:40]
             assert forced.finish_reason == plain.finish_reason
+            if prompt is PROMPTS[-1] and curve.exact_rows_from(len(tokens)) > 1:
+                assert forced.spec.stats.drafted > 0  # a copy past 256 positions, with exact calls there: drafted
             drafted, accepted = drafted + forced.spec.stats.drafted, accepted + forced.spec.stats.accepted
             chosen = model.generate(prompt, template=template, temperature=0, max_tokens=N_TOKENS, lookup=True)
             assert chosen.text == plain.text, prompt[:40]

@@ -246,6 +246,20 @@ def test_the_cost_curve_key_tells_the_attention_kernels_apart(tmp_path):
     model.write_bytes(b"GGUF" + bytes(100))
     keys = {curve_key(model, {"cpu": "x"}, 2, 0, flash) for flash in (None, False, True)}
     assert len(keys) == 3
+    assert curve_key(model, {"cpu": "x"}, 2, 0, True, 30) not in keys  # another KV cache type, other exact calls
+
+
+def test_a_model_loaded_to_speculate_on_the_cpu_gets_a_bf16_kv_cache():
+    from hearth.runtime.hardware import GGML_TYPE_BF16, GGML_TYPE_Q8_0, speculation_kv_type
+
+    assert speculation_kv_type(0, None, True)[0] == GGML_TYPE_BF16
+    assert "BF16" in speculation_kv_type(0, True, True)[1]
+    assert speculation_kv_type(0, None, False) == (None, None)  # not speculating: llama.cpp's F16
+    assert speculation_kv_type(20, None, True) == (None, None)  # layers on a GPU: its own kernels
+    assert speculation_kv_type(0, False, True) == (None, None)  # no flash attention: nothing is exact anyway
+    assert speculation_kv_type(0, None, True, "f16")[0] is None
+    assert speculation_kv_type(0, None, True, "Q8_0")[0] == GGML_TYPE_Q8_0
+    assert speculation_kv_type(0, None, True, "bogus")[0] == GGML_TYPE_BF16
 
 
 def test_the_flash_attention_choice_is_explained():
