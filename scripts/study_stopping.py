@@ -17,10 +17,11 @@ Every accuracy is printed with its 95% Wilson interval; every comparison with SC
 same problems: wins/losses, the difference with its 95% interval, McNemar's exact p.
 
 usage: python scripts/study_stopping.py REC.jsonl [REC2.jsonl ...] [--k 8] [--split dev|heldout]
-       [--grid] [--votes] [--prompts] [--greedy GREEDY.jsonl]
+       [--grid] [--votes] [--prompts] [--sampling] [--greedy GREEDY.jsonl]
   --grid     every combination of live samples, ESC window, Beta threshold, give-up and DeepConf cut
   --votes    vote variants: majority, weights from other windows and functions, DeepConf filtering
-  --prompts  two or more recordings of the same problems (other prompts or sampling): paired table
+  --prompts  two or more recordings of the same problems (other prompts), greedy answers: paired table
+  --sampling two or more recordings at other sampling settings: SC, adaptive, pass@k, distinct answers
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import gzip
 import itertools
 import json
 import math
+import statistics
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -332,6 +334,34 @@ def prompts(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
         ref = ref or (greedy, voted)
 
 
+def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
+    """Sampling settings compared (one recording per setting, same prompt): on the problems every
+    recording holds, per setting the accuracy of one sample, of SC K=k and of the adaptive
+    defaults (tokens as a share of SC's), how often some sample is right (pass@k), and how many
+    distinct answers k samples give (diversity: does min-p collapse it?). Paired with the first."""
+    common = set.intersection(*({p["problem"] for p in probs} for _, _, probs in recordings))
+    print(f"  {len(common)} problems in every recording, K={k}; paired with the first recording")
+    ref = None
+    for _path, settings, probs in recordings:
+        probs = sorted((p for p in probs if p["problem"] in common), key=lambda p: p["problem"])
+        kk = min(k, min(len(p["samples"]) for p in probs))
+        first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
+        voted = [same_number(sc(p["samples"][:kk]), p["gold"]) for p in probs]
+        adaptive, spent = score(probs, kk, POLICIES["hearth"])
+        covered = [any(same_number(s["answer"], p["gold"]) for s in p["samples"][:kk]) for p in probs]
+        distinct = statistics.mean(len({s["answer"] for s in p["samples"][:kk]}) for p in probs)
+        agree = statistics.mean(sum(1 for s in p["samples"][:kk] if s["answer"] == sc(p["samples"][:kk])) / kk
+                                for p in probs)
+        print(f"    T {settings['temperature']} top-p {settings['top_p']} min-p {settings['min_p']} top-k {settings['top_k']}:"
+              f" one sample {accuracy(first)} · SC K={kk} {accuracy(voted)}"
+              + (f" {paired(voted, ref[0])}" if ref else "")
+              + f" · adaptive {accuracy(adaptive)} at {spent / sc_tokens(probs, kk):.2f} of SC's tokens"
+              + (f" {paired(adaptive, ref[1])}" if ref else "")
+              + f" · pass@{kk} {accuracy(covered)} · {distinct:.2f} distinct answers, {agree:.0%} with the majority"
+              + f" · {sc_tokens(probs, kk) / len(probs) / kk:.0f} tok/sample")
+        ref = ref or (voted, adaptive)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+")
@@ -342,6 +372,7 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--votes", action="store_true")
     ap.add_argument("--prompts", action="store_true")
+    ap.add_argument("--sampling", action="store_true", help="compare recordings made at other sampling settings")
     ap.add_argument("--greedy", help="take the greedy answers from this recording (one made with -k 0, same prompt)")
     args = ap.parse_args()
     loaded = [(path, *load(path, args.split)) for path in args.recordings]
@@ -353,10 +384,12 @@ def main() -> None:
         for p in loaded[0][2]:
             if p["problem"] in by_problem:
                 p["greedy"] = by_problem[p["problem"]]
-    if args.split == "heldout" and (args.grid or args.votes or args.prompts or args.policies != ",".join(POLICIES)):
+    if args.split == "heldout" and (args.grid or args.votes or args.prompts or args.sampling or args.policies != ",".join(POLICIES)):
         sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
     if args.prompts:
         return prompts(loaded, args.k)
+    if args.sampling:
+        return sampling(loaded, args.k)
     path, settings, problems = loaded[0]
     print(f"{path}: {len(problems)} {args.split} problems, {settings}")
     if args.grid:
