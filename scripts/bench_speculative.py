@@ -10,6 +10,8 @@ Measured in the same run, each variant on the same prompt tokens (the model's ch
 - hearth plain decode and hearth `--lookup` (decode tok/s from the first token to the last);
 - `Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=L))` at its default L=10 and at
   each L of --llama-lengths (its best fixed length), with whether its text equals plain decode's;
+- with --default-load: plain decode on the model loaded as `hearth run` loads it without --lookup
+  (on a CPU: flash attention off, F16 KV cache), the speed --lookup must not fall below;
 - with --ceiling: llama.cpp's raw decode loop (scripts/llama_ceiling.py, K=1) against hearth's
   plain decode, and its K-sequence aggregate curve.
 Prompts: code editing (a rename, a JSON reformat, a summary quoting its document) and free prose.
@@ -21,7 +23,7 @@ FILE (by prompt and variant), so the work can be split (a prompt, or Llama's len
 and `--report FILE` prints the table of everything saved.
 
 usage: python scripts/bench_speculative.py [MODEL.gguf] [--prompt rename --prompt json ...]
-       [--tokens 160] [--rounds 1] [--llama-lengths 10,2,3,4,6,8] [--no-hearth] [--ceiling]
+       [--tokens 160] [--rounds 1] [--llama-lengths 10,2,3,4,6,8] [--no-hearth] [--ceiling] [--default-load]
        [--save FILE] [--json]
        python scripts/bench_speculative.py --report FILE
 """
@@ -116,11 +118,11 @@ def run_llama(llm, tokens: list[int], n: int, length: int) -> dict:
     return {"tokens": out, "tok_s": (len(out) - 1) / (ended - first) if first and len(out) > 1 else 0.0}
 
 
-def load_llama(path: str, threads: int, n_ctx: int):
+def load_llama(path: str, threads: int, n_ctx: int, kv_type: int | None = None):
     """llama-cpp-python's Llama with a prompt-lookup draft model, as hearth runs llama.cpp: CPU
-    weight repacking off (its AMX kernels crash on this project's Xeon VMs) and flash attention on
-    (hearth leaves it to llama.cpp, which turns it on for the CPU), so that both compute the same
-    logits and greedy texts can be compared."""
+    weight repacking off (its AMX kernels crash on this project's Xeon VMs), flash attention on
+    (hearth leaves it to llama.cpp, which turns it on for the CPU) and hearth's KV cache type (BF16
+    when speculating on a CPU), so that both compute the same logits and greedy texts can be compared."""
     import llama_cpp
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
@@ -133,8 +135,9 @@ def load_llama(path: str, threads: int, n_ctx: int):
 
     llama_cpp.llama_cpp.llama_model_default_params = without_repacking
     try:
+        kv = {} if kv_type is None else {"type_k": kv_type, "type_v": kv_type}
         return llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False,
-                               flash_attn=True, draft_model=LlamaPromptLookupDecoding())
+                               flash_attn=True, draft_model=LlamaPromptLookupDecoding(), **kv)
     finally:
         llama_cpp.llama_cpp.llama_model_default_params = defaults
 
@@ -180,6 +183,12 @@ def summarize(name: str, best: dict) -> dict:
         loose = best["lookup_loose"]
         result.update({"loose_tok_s": round(loose["tok_s"], 2), "loose_speedup": round(loose["tok_s"] / plain["tok_s"], 3),
                        "loose_same_text": loose["tokens"] == plain["tokens"], "loose_stats": loose["spec"]})
+    if "plain_default_load" in best:
+        other = best["plain_default_load"]
+        result.update({"default_load_tok_s": round(other["tok_s"], 2),
+                       "default_load_same_text": other["tokens"] == plain["tokens"]})
+        if "lookup" in best:
+            result["lookup_vs_default_load"] = round(best["lookup"]["tok_s"] / other["tok_s"], 3)
     llama_rows = {k: v for k, v in best.items() if k.startswith("llama_")}
     if llama_rows:
         result["llama"] = {k: {"tok_s": round(v["tok_s"], 2), "same_text": v["tokens"] == plain["tokens"]}
@@ -209,6 +218,8 @@ def main() -> None:
     ap.add_argument("--loose", action="store_true", help="also hearth --lookup --loose-drafts (greedy drafts "
                     "checked in any call, not only exact ones)")
     ap.add_argument("--ceiling", action="store_true", help="also llama.cpp's raw decode loop (K=1,2,4,8)")
+    ap.add_argument("--default-load", action="store_true", help="also plain decode on the model loaded as "
+                    "`hearth run` loads it without --lookup (on a CPU: no flash attention, F16 KV cache)")
     ap.add_argument("--save", help="merge the results into this JSON file")
     ap.add_argument("--report", help="print the table of a --save file and exit")
     ap.add_argument("--json", action="store_true")
@@ -239,11 +250,24 @@ def main() -> None:
             report["cost_curve"] = {**curve.to_dict(),
                                     "best_speedup_exact": round(max(curve.throughput(w) for w in exact), 3)}
         report["cost_curve_used"] = model._loaded.cost_curve().to_dict()  # the cached one lookup chooses from
-        llm = None if not lengths else load_llama(path, args.threads, 2048)
+        report["kv_type"] = model._loaded.engine.config.kv_type  # None: F16
+        llm = None if not lengths else load_llama(path, args.threads, 2048, model._loaded.engine.config.kv_type)
         report["prompts"] = [bench_prompt(model, llm, name, args, lengths, runs) for name in args.prompt or []]
         if args.ceiling:
             plain = run_hearth(model, model.prompt_tokens(PROMPTS["prose"][1]), 64, False)["tok_s"]
             report["plain_decode_tok_s"] = round(plain, 2)
+    if args.default_load and args.prompt:
+        # plain decode as `hearth run` without --lookup loads the model (on a CPU: flash attention
+        # off, F16 KV cache): what --lookup must not be slower than
+        with hearth.load(path, ctx=2048, threads=args.threads) as plain_model:
+            for _ in range(args.rounds):
+                for name in args.prompt:
+                    row = run_hearth(plain_model, plain_model.prompt_tokens(PROMPTS[name][1]), args.tokens, False,
+                                     args.temperature)
+                    print(f"{name} plain_default_load: {row['tok_s']:.2f} tok/s", file=sys.stderr)
+                    kept = runs[name].get("plain_default_load")
+                    if kept is None or row["tok_s"] > kept["tok_s"]:
+                        runs[name]["plain_default_load"] = row
     if args.ceiling:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from llama_ceiling import ceiling
@@ -262,7 +286,8 @@ def main() -> None:
 
 def print_report(report: dict) -> None:
     curve = report["cost_curve"]
-    print(f"{report['model']} · {report['threads']} threads · {report['tokens']} tokens · each variant's best run")
+    kv = {None: "F16", 30: "BF16", 8: "Q8_0"}.get(report.get("kv_type"), report.get("kv_type"))
+    print(f"{report['model']} · {report['threads']} threads · {report['tokens']} tokens · KV cache {kv} · each variant's best run")
     print("cost curve (rows: cost in single-row calls): "
           + " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"])))
     print(f"best speedup allowed: {curve['best_speedup']:.2f}x (all widths), {curve['best_speedup_exact']:.2f}x "
@@ -281,6 +306,9 @@ def print_report(report: dict) -> None:
         if "loose_tok_s" in row:
             line += (f" · loose {row['loose_tok_s']:6.2f} ({row['loose_speedup']:.2f}x, same text "
                      f"{row['loose_same_text']}, accepted {row['loose_stats']['accepted']}/{row['loose_stats']['drafted']})")
+        if "default_load_tok_s" in row:
+            line += (f" · plain as loaded without --lookup {row['default_load_tok_s']:6.2f} (same text "
+                     f"{row['default_load_same_text']}; lookup {row.get('lookup_vs_default_load', 0):.2f}x it)")
         if "llama" in row:
             line += " · Llama " + " ".join(f"{k[6:]}:{v['tok_s']:.2f}{'' if v['same_text'] else '*'}"
                                            for k, v in row["llama"].items())
