@@ -47,7 +47,8 @@ PROMPTS = [
     '"owner": {"name": "Ada", "id": 7}}',
     "Write a short story about a lighthouse keeper.",
     "Count from 1 to 25, separated by commas.",
-    # past 256 positions, where with an F16 KV cache this project's Xeon computes no call of several rows exactly
+    # ~230 prompt tokens, decoded on past 256 positions, where with an F16 KV cache this project's Xeon computes
+    # no call of several rows exactly
     "Repeat this code exactly, twice.\n\n" + CODE + "\n" + CODE,
 ]
 N_TOKENS = 80
@@ -73,8 +74,9 @@ def check_lookup_equals_plain(path, template: bool) -> None:
             forced = generate(model, tokens, Speculation("lookup", flat(model), max_draft=8))
             assert forced.tokens == plain.tokens, prompt[:40]
             assert forced.finish_reason == plain.finish_reason
-            if prompt is PROMPTS[-1] and curve.exact_rows_from(len(tokens)) > 1:
-                assert forced.spec.stats.drafted > 0  # a copy past 256 positions, with exact calls there: drafted
+            copies = any(line.strip() in plain.text for line in CODE.splitlines() if len(line.strip()) >= 20)
+            if prompt is PROMPTS[-1] and copies and curve.exact_rows_from(len(tokens)) > 1:
+                assert forced.spec.stats.drafted > 0  # it copies a line of the code (up to ~320 positions), exact calls: drafted
             drafted, accepted = drafted + forced.spec.stats.drafted, accepted + forced.spec.stats.accepted
             chosen = model.generate(prompt, template=template, temperature=0, max_tokens=N_TOKENS, lookup=True)
             assert chosen.text == plain.text, prompt[:40]
