@@ -129,8 +129,9 @@ class ContextConfig:
     # of n_ctx / n_seq_max cells; attention then spans only the sequence's own stream, which keeps
     # many unrelated sequences (batch) fast, and sequences are forked by copying a whole stream.
     kv_unified: bool = True
-    f32_kv: bool = False  # F32 KV cache (scoring: logits compared to 1e-3 against other runtimes)
-    kv_type: int | None = None  # GGML type of the K and V cache (None: llama.cpp's F16)
+    # GGML type of the K and V cache (None: llama.cpp's F16); F32 (0) for scoring, whose logits are
+    # compared to 1e-3 against other runtimes; BF16 (30) to speculate on a CPU (hardware.py)
+    kv_type: int | None = None
 
 
 class LlamaModel:
@@ -230,9 +231,7 @@ class LlamaContext:
         params.n_threads_batch = config.n_threads_batch
         params.no_perf = True
         params.kv_unified = config.kv_unified
-        if config.f32_kv:
-            params.type_k = params.type_v = 0  # GGML_TYPE_F32
-        elif config.kv_type is not None:
+        if config.kv_type is not None:
             params.type_k = params.type_v = config.kv_type
         if config.flash_attn is not None:
             params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED

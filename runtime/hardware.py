@@ -260,7 +260,7 @@ def flash_attention(n_gpu_layers: int, override: str | None = None,
                    "start later (HEARTH_FLASH_ATTN=1 to turn it on)")
 
 
-GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_BF16 = 1, 8, 30
+GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_BF16 = 0, 1, 8, 30  # ggml's type ids
 KV_TYPES = {"f16": GGML_TYPE_F16, "bf16": GGML_TYPE_BF16, "q8_0": GGML_TYPE_Q8_0}
 
 

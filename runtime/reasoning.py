@@ -149,11 +149,11 @@ class ReasoningHooks(Hooks):
         # its answer. Only adaptive mode cuts on confidence.
         if answer_line_complete(sample.text, self.config.answer):
             sample.stop("answer")
-        elif self.config.adaptive:
+        elif self.config.adaptive and self.config.confidence_cut:
             window = self.windows.setdefault(sample.index, WindowedConfidence(self.config.window))
             for confidence in sample.token_confidences[window.count:]:
                 window.push(confidence)
-            if self.config.confidence_cut and window.full and should_cut(window.current, self.bar):
+            if window.full and should_cut(window.current, self.bar):
                 sample.stop("low_confidence")
         if self.on_update:
             self.on_update(sample, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import RuntimeFailure
 from .engine import ContextConfig, Engine
+from .hardware import GGML_TYPE_F32
 
 
 class ScoringModel:
@@ -30,7 +31,7 @@ class ScoringModel:
         # llama.cpp trusts its input: a missing, truncated or damaged file is refused here first
         check_vocabulary(read_gguf(self.path))
         config = ContextConfig(n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_seq_max=1, n_threads=threads,
-                               n_threads_batch=threads, flash_attn=False, f32_kv=True)
+                               n_threads_batch=threads, flash_attn=False, kv_type=GGML_TYPE_F32)
         self.engine = Engine(self.path, config, vocab_only=vocab_only)
 
     @property

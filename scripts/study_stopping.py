@@ -346,12 +346,13 @@ def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
         probs = sorted((p for p in probs if p["problem"] in common), key=lambda p: p["problem"])
         kk = min(k, min(len(p["samples"]) for p in probs))
         first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
-        voted = [same_number(sc(p["samples"][:kk]), p["gold"]) for p in probs]
         adaptive, spent = score(probs, kk, POLICIES["hearth"])
         covered = [any(same_number(s["answer"], p["gold"]) for s in p["samples"][:kk]) for p in probs]
         distinct = statistics.mean(len({s["answer"] for s in p["samples"][:kk]}) for p in probs)
-        agree = statistics.mean(sum(1 for s in p["samples"][:kk] if s["answer"] == sc(p["samples"][:kk])) / kk
-                                for p in probs)
+        majorities = [sc(p["samples"][:kk]) for p in probs]
+        voted = [same_number(leader, p["gold"]) for p, leader in zip(probs, majorities)]
+        agree = statistics.mean(sum(1 for s in p["samples"][:kk] if s["answer"] == leader) / kk
+                                for p, leader in zip(probs, majorities))
         print(f"    T {settings['temperature']} top-p {settings['top_p']} min-p {settings['min_p']} top-k {settings['top_k']}:"
               f" one sample {accuracy(first)} · SC K={kk} {accuracy(voted)}"
               + (f" {paired(voted, ref[0])}" if ref else "")
