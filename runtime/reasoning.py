@@ -25,14 +25,25 @@ CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
 
 
 # Adaptive mode's defaults, chosen offline (scripts/study_stopping.py) on recorded K=16 samples of
-# GSM8K train problems 0-71 (dev split) with Qwen2.5-Coder-1.5B, every policy replayed and paired
-# with plain self-consistency (README: Reasoning mode): a window of 3 agreeing answers (ESC) or the
-# Beta rule settles the vote; no give-up rule (stopping once no answer could still pass the Beta
-# rule lost 5 problems that all K=8 samples got right, for 2 won); no DeepConf online cut (the cut
-# samples were right 47% of the time against 58% for all samples: cutting them lost accuracy).
-# Measured there: 79.2% right against plain SC K=8's 77.8%, with 69% of its tokens; the previous
-# defaults (give-up and cut on) 73.6% with 52%. Two live samples; on a CPU the cost curve decides.
-ADAPTIVE_STOP_RULE = StopRule(window=3, give_up=False)
+# GSM8K train problems 0-99 (dev split) with Qwen2.5-Coder-1.5B, every policy replayed and paired
+# with plain self-consistency (README: Reasoning mode): from the third answer on, three answers in
+# a row that agree (ESC) or Adaptive-Consistency's Beta rule at 0.8 (3-0, 3-1, 4-1, 5-2 settle the
+# vote), or a leader that cannot lose. Measured there (K=8, 2 live; samples 0-7 and again on
+# samples 8-15 of each problem): 79.0% and 79.0% right, plain SC K=8 78.0% and 79.0%, with 63% and
+# 66% of its tokens; the previous rule (Beta 0.95) the same answers with 69% and 71%. Rules that
+# settle from the second answer spent 55% and lost 1 to 3 problems; the give-up rule (stop once no
+# answer could still pass the Beta rule) and DeepConf's online cut (its cut samples were right a
+# third of the time) lost problems too, so both are off.
+ADAPTIVE_STOP_RULE = StopRule(window=3, min_samples=3, threshold=0.8, give_up=False)
+
+# How adaptive mode spends samples with L live at once (`study_stopping.py --walls`, dev split 0-99,
+# K=8, the rule above): L -> (tokens as a share of all K samples', mean samples live per decode
+# step). Accuracy stayed within a problem of plain SC's from 1 to 7 live (2 lower at 8: noise).
+ADAPTIVE_LIVE_PROFILE = {1: (0.62, 1.00), 2: (0.63, 1.63), 3: (0.63, 1.93), 4: (0.66, 2.51),
+                         5: (0.72, 3.20), 6: (0.77, 4.16), 7: (0.84, 5.18), 8: (0.92, 6.89)}
+# Live counts whose expected wall is within 10% of the fastest count as fast, and the fewest of them
+# is taken: the tokens it saves are decode time other requests get on a shared engine.
+NEAR_FASTEST = 1.10
 
 
 @dataclass(frozen=True)
@@ -63,24 +74,33 @@ class ReasoningConfig:
 def parallel_for(k: int, on_gpu: bool, curve=None, adaptive: bool = True) -> int | None:
     """Live samples (None: the config's default, K fixed or 2 adaptive).
 
-    Without a cost curve, from where the plan put the layers: waves of two on a CPU, where K
-    sequences decode barely faster than one (Qwen 1.5B on 2 cores: 36 tok/s at K=8 vs 35 at K=1),
-    so waiting costs no wall time; all K on a GPU, where K sequences decode nearly as fast as one
-    and the vote still stops the rest early.
+    Without adaptive stopping every sample is needed: the width (up to K) with the highest
+    throughput on this machine's measured cost curve (`costs.CostCurve`), or all K.
 
-    With this machine's measured cost curve (`costs.CostCurve`): the number of live samples L
-    that minimises the expected wall time (U + L - 1) / throughput(L), where U is the samples
-    adaptive stopping typically uses (about half of K, measured on GSM8K) and L - 1 samples are
-    still running, wasted, when the vote settles. A GPU's nearly flat curve gives all K; a
-    compute-bound CPU's gives one to three. Without adaptive stopping every sample is needed:
-    the width (up to K) with the highest throughput.
+    Adaptive stopping: more live samples decode faster per token on most machines, but the vote
+    settles while some are still running, wasted. ADAPTIVE_LIVE_PROFILE says how many tokens each
+    live count L spends and how many samples are live on average; the expected decode wall is
+    tokens(L) / throughput(mean live(L)) on the curve. Of the live counts within 10% of the
+    fastest, the fewest (fewest tokens). A GPU's flat curve gives all K (up to 8); a
+    compute-bound CPU's fewer; no curve: 2 on a CPU, K (up to 8) on a GPU.
     """
+    widest = min(k, max(ADAPTIVE_LIVE_PROFILE))
     if curve is None:
-        return k if on_gpu else None
+        if not adaptive:
+            return k if on_gpu else None
+        return widest if on_gpu else None
     if not adaptive:
         return curve.best_width(limit=k)
-    used = max(2.0, k / 2)
-    return min(range(1, k + 1), key=lambda live: (used + live - 1) / curve.throughput(live))
+    walls = {live: adaptive_wall(live, curve) for live in range(1, widest + 1)}
+    fastest = min(walls.values())
+    return min(live for live, wall in walls.items() if wall <= fastest * NEAR_FASTEST)
+
+
+def adaptive_wall(live: int, curve) -> float:
+    """Adaptive mode's expected decode wall with `live` samples at once, in single-row steps per
+    sample (ADAPTIVE_LIVE_PROFILE priced on the cost curve)."""
+    share, mean_live = ADAPTIVE_LIVE_PROFILE[live]
+    return share * curve.relative(mean_live) / mean_live
 
 
 @dataclass
@@ -96,6 +116,7 @@ class ReasoningResult:
     prompt_tokens: int
     wall_s: float
     stats: dict
+    live_samples: int = 0  # samples decoded at once (adaptive: `parallel_for`'s choice)
 
     @property
     def votes(self) -> dict[str, int]:
@@ -122,6 +143,7 @@ class ReasoningResult:
             "tokens_saved_est": self.tokens_saved_est,
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "live_samples": self.live_samples,
             "timings": {"wall_s": round(self.wall_s, 3), **{k: self.stats[k] for k in (
                 "prompt_tok_s", "decode_tok_s", "decode_calls", "max_rows_per_call", "prompt_evals")}},
         }
@@ -224,7 +246,7 @@ def reasoning_result(samples: list[Sample], hooks: ReasoningHooks, prompt_tokens
         answer=tally.answer, vote=tally, samples=results, finish_reasons=[s.finish_reason for s in samples],
         tokens_total=tokens_total, tokens_saved_est=max(0, round(full_estimate - tokens_total)),
         stopped_early=hooks.settled, stop_reason=hooks.stop_reason, prompt_tokens=prompt_tokens,
-        wall_s=wall_s, stats=stats or {},
+        wall_s=wall_s, stats=stats or {}, live_samples=config.live_samples(),
     )
 
 

@@ -78,12 +78,14 @@ def sample_record(engine, sample, result, answer_mode: str) -> dict:
             "finish": sample.finish_reason, "confidences": [round(c, 3) for c in sample.token_confidences]}
 
 
-def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str], dump=None) -> dict:
+def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: set[str], dump=None,
+              live: int | None = None) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.scheduler import Scheduler
     from hearth.runtime.gguf_file import read_gguf
     from hearth.runtime.prompts import style_for_gguf
-    from hearth.runtime.reasoning import ReasoningConfig, reason
+    from hearth.runtime.costs import cost_curve
+    from hearth.runtime.reasoning import ReasoningConfig, parallel_for, reason
     from hearth.runtime.sampling import SamplingParams
     from hearth.runtime.templates import build_prompt
     from hearth.runtime.voting import SampleResult, vote
@@ -100,6 +102,12 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
     decode = {"rows": 0, "seconds": 0.0}
     with Engine(path, config) as engine:
         model = engine.model
+        if live is None:  # what `hearth run --samples K` runs on this machine: the cost curve's choice
+            curve = cost_curve(engine, Path(path), threads, 0, flash_attn=engine.config.flash_attn,
+                               kv_type=engine.config.kv_type)
+            live = parallel_for(k, False, curve) or 2
+        print(f"adaptive mode: {live} live samples", file=sys.stderr)
+        modes["adaptive_live"] = live
         for seed, (question, gold) in enumerate(problems):
             text = build_prompt(info.chat_template, style.messages([{"role": "user", "content": question}], "number"),
                                 model.bos_text, model.eos_text, model.add_bos).text
@@ -107,7 +115,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
             runs = {
                 "greedy": (greedy, ReasoningConfig(k=1, answer="number", adaptive=False)),
                 "fixed": (sampled, ReasoningConfig(k=k, answer="number", adaptive=False, vote="majority")),
-                "adaptive": (sampled, ReasoningConfig(k=k, answer="number", adaptive=True)),
+                "adaptive": (sampled, ReasoningConfig(k=k, answer="number", adaptive=True, parallel=live)),
             }
             for name, (params, cfg) in runs.items():
                 if name not in only:
@@ -133,7 +141,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
                     modes[mode]["tokens"] += result.tokens_total
                     modes[mode]["wall_s"] += result.wall_s
     n = len(problems)
-    for row in modes.values():
+    for row in (row for row in modes.values() if isinstance(row, dict)):
         row["accuracy"] = round(100 * row["correct"] / n, 1)
         row["wall_s"] = round(row["wall_s"], 1)
     modes["k_decode_tok_s"] = round(decode["rows"] / decode["seconds"], 1) if decode["seconds"] else 0.0
@@ -172,6 +180,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64, help="tokens per sequence in the throughput comparison")
     ap.add_argument("--modes", default="greedy,fixed,adaptive", help="which runs: greedy, fixed (K majority + weighted), adaptive")
+    ap.add_argument("--live", type=int, help="adaptive mode's live samples (default: what hearth chooses from the cost curve)")
     ap.add_argument("--no-throughput", action="store_true", help="skip the decode-throughput comparison")
     ap.add_argument("--dump", type=Path, help="write every fixed-mode sample (answer, tokens, confidences) as JSONL here")
     ap.add_argument("--json", action="store_true")
@@ -185,7 +194,7 @@ def main() -> None:
         path = model_path(name)
         started = time.perf_counter()
         dump = open(args.dump.with_suffix(f".{name}.jsonl"), "w") if args.dump else None
-        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads, set(args.modes.split(",")), dump)
+        modes = run_modes(path, problems, args.k, args.max_tokens, args.threads, set(args.modes.split(",")), dump, args.live)
         if dump:
             dump.close()
         if args.no_throughput:
@@ -209,7 +218,7 @@ def main() -> None:
             row = r[mode]
             print(f"  {mode:12}{row['accuracy']:>12}{row['tokens']:>10}{row['wall_s']:>10}")
         adaptive_share = r["adaptive"]["tokens"] / max(1, r["k_majority"]["tokens"])
-        print(f"  adaptive tokens / K={r['k']} tokens: {adaptive_share:.2f}")
+        print(f"  adaptive ({r['adaptive_live']} live) tokens / K={r['k']} tokens: {adaptive_share:.2f}")
         print(f"  K={r['k']} decode: hearth {r['hearth_k_tok_s']} tok/s, llama.cpp {r['llama_cpp_k_tok_s']} tok/s "
               f"(K=1: {r['llama_cpp_1_tok_s']}), ratio {r['throughput_vs_ceiling']}")
 

@@ -57,23 +57,36 @@ class Policy:
     lazy: bool = True
     cut: bool = True
     method: str = "weighted"
+    in_order: bool = False  # the stop rule sees answers in launch order (a finished prefix), not finish order
 
 
 _D = ReasoningConfig()
 HEARTH = Policy(parallel=2, warmup=_D.warmup, keep_top_percent=_D.keep_top_percent, window=_D.window,
                 rule=_D.stop_rule, method=_D.vote, cut=_D.confidence_cut)  # adaptive mode's defaults (2 live samples on a CPU)
+_OLD = StopRule(window=3, give_up=False)  # the defaults from 2026-12-05 (morning) to this study's second round
+_TWO = StopRule(window=None, min_samples=2, threshold=0.8)
 POLICIES = {
     "hearth": HEARTH,
     "majority": replace(HEARTH, method="majority"),
     "p4": replace(HEARTH, parallel=4),
+    "p3": replace(HEARTH, parallel=3),
     "cut": replace(HEARTH, cut=True),
-    "cut-giveup": replace(HEARTH, cut=True, rule=replace(ADAPTIVE_STOP_RULE, give_up=True)),  # before 2026-12-05
     "keep50": replace(HEARTH, cut=True, keep_top_percent=50.0),
-    "esc4": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=4)),
-    "esc5": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=5)),
-    "noesc": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, window=None)),
-    "beta99": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, threshold=0.99)),
     "giveup": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, give_up=True)),
+    "ordered": replace(HEARTH, in_order=True),
+    # rules compared (2 live samples, weighted vote, no cut unless named)
+    "esc3": replace(HEARTH, rule=_OLD),  # ESC window 3 or Beta 0.95, from 3 answers
+    "esc3-cut-giveup": replace(HEARTH, cut=True, rule=replace(_OLD, give_up=True)),  # before 2026-12-05
+    "esc4": replace(HEARTH, rule=replace(_OLD, window=4)),
+    "beta95": replace(HEARTH, rule=replace(_OLD, window=None)),
+    "beta99": replace(HEARTH, rule=replace(_OLD, threshold=0.99)),
+    "esc2": replace(HEARTH, rule=replace(_OLD, window=2)),  # the last 2 agree, from 3 answers
+    "esc2-from2": replace(HEARTH, rule=StopRule(window=2, min_samples=2)),  # 2 in a row agree, from 2 answers
+    "beta80": replace(HEARTH, rule=replace(_OLD, threshold=0.8)),  # ESC 3 or Beta 0.8, from 3 answers
+    "beta80-from2": replace(HEARTH, rule=_TWO),  # Beta 0.8 from 2 answers: 2-0, 3-1, 4-1, 5-2 settle
+    "beta85-from2": replace(HEARTH, rule=replace(_TWO, threshold=0.85)),
+    "beta80-from2-esc3": replace(HEARTH, rule=replace(_TWO, window=3)),
+    "beta80-from2-giveup": replace(HEARTH, rule=replace(_TWO, give_up=True)),
 }
 
 
@@ -156,21 +169,37 @@ def sc(samples: list[dict], method: str = "majority", window: int = DEFAULT_CONF
     return vote(results, method).answer
 
 
-def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None) -> tuple[str | None, int]:
+def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None,
+           steps: dict | None = None) -> tuple[str | None, int]:
     """(voted answer, tokens generated) for one problem under an adaptive policy; `cuts` gets the
-    recorded answer of every sample DeepConf's online bar cut."""
+    recorded answer of every sample DeepConf's online bar cut; `steps` counts the decode steps
+    made with each number of live samples (live count -> steps), for the wall estimate."""
     live: dict[int, dict] = {}  # index -> {"pos", "window"}
     launched, answers, results, finished_conf = 0, [], [], []
     bar = None
     tokens = 0
 
+    by_index: dict[int, str | None] = {}
+
+    def counted() -> list:
+        """The answers the stop rule sees: in finish order, or (in_order) those of the samples
+        launched first, up to the first one still running."""
+        if not policy.in_order:
+            return answers
+        prefix = []
+        while len(prefix) in by_index:
+            prefix.append(by_index[len(prefix)])
+        return prefix
+
     def may_launch() -> bool:
         if not policy.lazy:
             return True
-        leader = decide_stop(answers, len(live), policy.rule).leader
+        seen = counted()
+        leader = decide_stop(seen, len(live), policy.rule).leader
         if leader is None:
             return True
-        optimistic = decide_stop(answers + [leader] * len(live), k - len(answers) - len(live), policy.rule)
+        pending = len(live) + len(answers) - len(seen)
+        optimistic = decide_stop(seen + [leader] * pending, k - len(seen) - pending, policy.rule)
         return not optimistic.stop
 
     def launch() -> None:
@@ -182,6 +211,8 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
     launch()
     while live:
         done = []
+        if steps is not None:
+            steps[len(live)] = steps.get(len(live), 0) + 1
         for index, state in live.items():
             sample = samples[index]
             confs = sample["confidences"]
@@ -202,6 +233,7 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
             sample = samples[index]
             answer = sample["answer"] if why == "end" else None
             answers.append(answer)
+            by_index[index] = answer
             conf = sample["confidences"][:sample["tokens"]]
             results.append(SampleResult("", answer, max(0.0, lowest_group_confidence(conf, policy.window)),
                                         cut=why == "cut"))
@@ -209,7 +241,8 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
                 finished_conf.append(lowest_group_confidence(conf, policy.window))
             if bar is None and len(finished_conf) >= policy.warmup:
                 bar = confidence_bar(finished_conf, policy.keep_top_percent)
-            decision = decide_stop(answers, k - len(answers), policy.rule)
+            seen = counted()
+            decision = decide_stop(seen, k - len(seen), policy.rule)
             if decision.stop and decision.reason != "all_done":
                 settled = True
                 break
@@ -223,13 +256,14 @@ def sc_tokens(problems: list[dict], k: int) -> int:
     return sum(s["tokens"] for p in problems for s in p["samples"][:k])
 
 
-def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None = None) -> tuple[list[bool], int]:
+def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None = None,
+          steps: dict | None = None) -> tuple[list[bool], int]:
     """Right or wrong per problem, and the tokens spent; `cut_stats` gets (cut samples, of which
-    their recorded answer was right)."""
+    their recorded answer was right); `steps` the decode steps per live count, over all problems."""
     right, spent, cut, cut_right = [], 0, 0, 0
     for p in problems:
         cuts = []
-        answer, tokens = replay(p["samples"][:k], k, policy, cuts)
+        answer, tokens = replay(p["samples"][:k], k, policy, cuts, steps)
         cut += len(cuts)
         cut_right += sum(same_number(a, p["gold"]) for a in cuts)
         right.append(same_number(answer, p["gold"]))
@@ -239,10 +273,57 @@ def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None =
     return right, spent
 
 
+# ---------------------------------------------------------------- wall time (a cost curve)
+
+
+def load_curve(path: str):
+    """A cost curve (hearth's cache JSON under HEARTH_CACHE/cost-curves, or `--json` of one)."""
+    from hearth.runtime.costs import CostCurve
+
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return CostCurve(tuple(data["widths"]), tuple(data["seconds"]), source="given")
+
+
+def steps_wall(steps: dict, curve) -> float:
+    """Decode time in single-row steps: each step with n live samples costs relative(n)."""
+    return sum(count * curve.relative(live) for live, count in steps.items())
+
+
+def sc_steps(problems: list[dict], k: int) -> dict:
+    """Plain self-consistency's steps: all k samples launched at once, each running to its end."""
+    steps: dict = {}
+    for p in problems:
+        lengths = sorted(s["tokens"] for s in p["samples"][:k])
+        done = 0
+        for i, length in enumerate(lengths):
+            if length > done:
+                steps[k - i] = steps.get(k - i, 0) + length - done
+                done = length
+    return steps
+
+
+def walls(problems: list[dict], k: int, curve, policy_name: str = "hearth") -> None:
+    """Adaptive mode at every number of live samples: tokens and estimated decode wall, as shares
+    of plain SC with all k samples live, on the machine the curve was measured on."""
+    full = sc_tokens(problems, k)
+    sc_wall = steps_wall(sc_steps(problems, k), curve)
+    base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
+    print(f"  adaptive '{policy_name}' by live samples (wall: decode steps priced by the cost curve,"
+          f" a share of SC K={k} with all {k} live):")
+    for live in range(1, k + 1):
+        steps: dict = {}
+        right, spent = score(problems, k, replace(POLICIES[policy_name], parallel=live), steps=steps)
+        mean_live = spent / sum(steps.values())
+        print(f"    live {live}: tokens {spent / full:.2f}  wall {steps_wall(steps, curve) / sc_wall:.2f}"
+              f"  mean live {mean_live:.2f}  {accuracy(right)}  {paired(right, base)}")
+
+
 # ---------------------------------------------------------------- reports
 
 
-def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: int | None = None) -> None:
+def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: int | None = None,
+                curve=None, live: int | None = None) -> None:
     """Greedy, SC with the first k samples (majority, weighted), and adaptive policies drawing up
     to `adaptive_k` samples (default k), all paired with SC K=k and as a share of its tokens."""
     adaptive_k = adaptive_k or k
@@ -251,18 +332,27 @@ def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: i
               if all("greedy" in p for p in problems) else None)
     base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
     full = sc_tokens(problems, k)
-    print(f"  {'mode':28}{'accuracy [95%]':>22}{'tokens':>9}{'share':>7}   paired with SC K={k}")
+    sc_wall = steps_wall(sc_steps(problems, k), curve) if curve else None
+
+    def wall(steps: dict) -> str:
+        return f"{steps_wall(steps, curve) / sc_wall:6.2f}" if curve else ""
+
+    print(f"  {'mode':28}{'accuracy [95%]':>22}{'tokens':>9}{'share':>7}{' wall' if curve else ''}"
+          f"   paired with SC K={k}")
     if greedy:
         tokens = sum(p["greedy"]["tokens"] for p in problems)
-        print(f"  {'greedy':28}{accuracy(greedy):>22}{tokens:>9}{tokens / full:7.2f}   {paired(greedy, base)}")
-    print(f"  {f'SC K={k} majority':28}{accuracy(base):>22}{full:>9}{1:7.2f}")
+        print(f"  {'greedy':28}{accuracy(greedy):>22}{tokens:>9}{tokens / full:7.2f}{wall({1: tokens})}"
+              f"   {paired(greedy, base)}")
+    print(f"  {f'SC K={k} majority':28}{accuracy(base):>22}{full:>9}{1:7.2f}{wall(sc_steps(problems, k))}")
     weighted = [same_number(sc(p["samples"][:k], "weighted"), p["gold"]) for p in problems]
-    print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}   {paired(weighted, base)}")
+    print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}{wall(sc_steps(problems, k))}"
+          f"   {paired(weighted, base)}")
     for name in policies:
-        cuts = []
-        right, spent = score(problems, adaptive_k, POLICIES[name], cuts)
+        cuts, steps = [], {}
+        policy = POLICIES[name] if live is None or name in ("p3", "p4") else replace(POLICIES[name], parallel=live)
+        right, spent = score(problems, adaptive_k, policy, cuts, steps)
         label = f"adaptive{'' if adaptive_k == k else f' K={adaptive_k}'} {name}"
-        print(f"  {label:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}   {paired(right, base)}"
+        print(f"  {label:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}{wall(steps)}   {paired(right, base)}"
               f"   cut {cuts[0]} samples, {cuts[1]} of them right")
     print(f"  ({n} problems)")
 
@@ -374,6 +464,10 @@ def main() -> None:
     ap.add_argument("--votes", action="store_true")
     ap.add_argument("--prompts", action="store_true")
     ap.add_argument("--sampling", action="store_true", help="compare recordings made at other sampling settings")
+    ap.add_argument("--curve", help="a cost-curve JSON (HEARTH_CACHE/cost-curves/*.json): add the estimated decode wall")
+    ap.add_argument("--live", type=int, help="adaptive policies' live samples (default 2; `hearth run` picks them from the"
+                    " cost curve: `bench_reasoning.py` prints the choice)")
+    ap.add_argument("--walls", action="store_true", help="adaptive mode at 1..k live samples: tokens and wall (needs --curve)")
     ap.add_argument("--greedy", help="take the greedy answers from this recording (one made with -k 0, same prompt)")
     args = ap.parse_args()
     loaded = [(path, *load(path, args.split)) for path in args.recordings]
@@ -385,7 +479,7 @@ def main() -> None:
         for p in loaded[0][2]:
             if p["problem"] in by_problem:
                 p["greedy"] = by_problem[p["problem"]]
-    if args.split == "heldout" and (args.grid or args.votes or args.prompts or args.sampling or args.policies != ",".join(POLICIES)):
+    if args.split == "heldout" and (args.grid or args.walls or args.votes or args.prompts or args.sampling or args.policies != ",".join(POLICIES)):
         sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
     if args.prompts:
         return prompts(loaded, args.k)
@@ -397,9 +491,14 @@ def main() -> None:
         return grid(problems, args.k, args.adaptive_k)
     if args.votes:
         return votes(problems, args.k)
+    cost_curve = load_curve(args.curve) if args.curve else None
+    if args.walls:
+        if cost_curve is None:
+            sys.exit("error: --walls needs --curve (a cost-curve JSON)")
+        return walls(problems, args.k, cost_curve, args.policies.split(",")[0])
     curve(problems)
     names = ["hearth"] if args.split == "heldout" else args.policies.split(",")
-    modes_table(problems, args.k, names, args.adaptive_k)
+    modes_table(problems, args.k, names, args.adaptive_k, cost_curve, args.live)
 
 
 if __name__ == "__main__":

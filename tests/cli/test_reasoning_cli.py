@@ -40,7 +40,8 @@ def test_adaptive_stops_once_the_vote_is_settled(hearth):
     assert result["stop_reason"] in ("cannot_lose", "beta", "esc_window")  # agreeing samples: not cannot_settle
     finished = [s for s in result["samples"] if s["finish_reason"] in ("stop", "length", "answer")]
     assert len(finished) < 8
-    assert result["votes"][result["answer"]]["count"] >= 3  # ESC's window of 3 agreeing answers at least
+    assert result["votes"][result["answer"]]["count"] >= 3  # 3-0 or 3-1 at least (ESC 3, Beta 0.8)
+    assert 1 <= result["live_samples"] <= 8  # the cost curve's choice (runtime/reasoning.parallel_for)
     assert result["tokens_saved_est"] > 0
 
 
@@ -56,3 +57,4 @@ def test_v_names_the_reasoning_prompt_chosen_for_the_model(hearth):
     done = hearth("run", QUESTION, "--answer", "number", "-n", "24", "--samples", "2", "--temp", "0.05", "-v")
     assert done.returncode == 0, done.stderr
     assert "reasoning prompt: hearth (hearth's own instruction" in done.stderr  # SmolLM2: no trained prompt known
+    assert "of 2 samples decoded at once (adaptive" in done.stderr

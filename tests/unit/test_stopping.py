@@ -294,21 +294,33 @@ def test_adaptive_run_stops_where_worked_out_by_hand():
     assert decisions[3].probability == pytest.approx(13 / 16)  # 3 vs 1 after four samples
 
 
-def test_adaptive_runs_two_live_samples_on_a_cpu_and_all_k_on_a_gpu():
-    from hearth.runtime.reasoning import ReasoningConfig, parallel_for
+def test_adaptive_live_samples_follow_the_cost_curve():
+    from hearth.runtime.reasoning import ADAPTIVE_LIVE_PROFILE, NEAR_FASTEST, ReasoningConfig, adaptive_wall, parallel_for
 
     assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=False)).live_samples() == 2
     assert ReasoningConfig(k=8, parallel=parallel_for(8, on_gpu=True)).live_samples() == 8
+    assert parallel_for(16, on_gpu=True) == max(ADAPTIVE_LIVE_PROFILE)
+    assert parallel_for(8, on_gpu=True, adaptive=False) == 8
     from hearth.runtime.costs import CostCurve
 
-    # with a measured curve: flat (GPU-like) runs all K; the issue's AVX2 CPU one at a time; a
-    # CPU where 3 rows cost 1.65 single rows (this project's Xeon, SmolLM2) three
+    # with a measured curve: flat (GPU-like) runs all K; a Xeon where 6 rows cost 2.75 single rows
+    # four (more would be under 10% faster, for many more tokens); a CPU where rows cost what single
+    # rows do gains nothing from more live samples and runs one (the fewest tokens)
     flat = CostCurve((1, 2, 4, 8, 16), (1.0,) * 5)
     avx2 = CostCurve((1, 2, 3, 4, 8), (1.0, 1.81, 2.2, 2.76, 7.8))
     xeon = CostCurve((1, 2, 3, 4, 6, 8), (1.0, 1.33, 1.65, 1.95, 2.75, 3.28))
+    linear = CostCurve((1, 2, 4, 8), (1.0, 2.0, 4.0, 8.0))
     assert parallel_for(8, on_gpu=False, curve=flat) == 8
-    assert parallel_for(8, on_gpu=False, curve=avx2) == 1
-    assert parallel_for(8, on_gpu=False, curve=xeon) == 3
+    assert parallel_for(8, on_gpu=False, curve=xeon) == 4
+    assert parallel_for(8, on_gpu=False, curve=linear) == 1
+    assert parallel_for(3, on_gpu=False, curve=flat) == 3  # never more than K
+    assert parallel_for(1, on_gpu=False, curve=flat) == 1
+    # the choice: the fewest live samples whose expected wall is within 10% of the fastest
+    for curve in (flat, avx2, xeon, linear):
+        chosen = parallel_for(8, on_gpu=False, curve=curve)
+        walls = [adaptive_wall(live, curve) for live in ADAPTIVE_LIVE_PROFILE]
+        assert adaptive_wall(chosen, curve) <= min(walls) * NEAR_FASTEST
+        assert all(wall > min(walls) * NEAR_FASTEST for wall in walls[:chosen - 1])
     assert parallel_for(8, on_gpu=False, curve=avx2, adaptive=False) == 4  # every sample needed: the fastest width
     assert parallel_for(2, on_gpu=False, curve=flat, adaptive=False) == 2
     assert ReasoningConfig(k=8, adaptive=False).live_samples() == 8
@@ -341,3 +353,21 @@ def test_every_mode_stops_a_sample_once_its_answer_line_is_complete(adaptive):
     sample.stream.feed(b"\n")
     hooks.on_text(sample, "\n")
     assert sample.finish_reason == "answer"
+
+
+def test_adaptive_default_rule_settles_from_the_third_answer():
+    """Adaptive mode's rule (chosen on the dev split, runtime/reasoning.py): from the third answer
+    on, three in a row agreeing or the Beta rule at 0.8: 3-0, 3-1, 4-1 and 5-2 settle the vote;
+    2-0 (too early), 2-1, 3-2 and 4-2 do not."""
+    from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE as rule
+
+    assert not decide_stop(["a", "a"], 6, rule).stop
+    assert decide_stop(["a", "a", "a"], 5, rule).stop
+    assert not decide_stop(["a", "b", "b"], 5, rule).stop  # 2-1: 11/16
+    assert not decide_stop(["a", None, "a"], 5, rule).stop  # no answer is no vote: 2-0 of 2
+    first = decide_stop(["b", "a", "b", "b"], 4, rule)
+    assert (first.stop, first.reason, first.leader) == (True, "beta", "b")  # 3-1: 13/16
+    assert not decide_stop(["a", "b", "a", "b", "a"], 3, rule).stop  # 3-2: 0.6875
+    assert not decide_stop(["a", "b", "a", "b", "a", "a"], 2, rule).stop  # 4-2: 0.773
+    assert decide_stop(["a", "b", "a", "b", "a", "a", "a"], 1, rule).stop  # 5-2
+    assert not rule.give_up
