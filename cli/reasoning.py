@@ -19,7 +19,7 @@ def run_reasoning(text, options, *, model, system, ctx, threads, gpu_layers, sam
             result = loaded.reason(text, samples, answer=answer, vote=vote, adaptive=adaptive, system=system,
                                    options=options, on_update=view.update)
         out.detail(f"{result.live_samples} of {samples} samples decoded at once"
-                   + (" (adaptive: the count this machine's cost curve makes fastest)" if adaptive and samples > 1 else ""))
+                   + (" (adaptive: chosen on this machine's cost curve)" if adaptive and samples > 1 else ""))
         _report(result, loaded.name, show_reasoning, json_out)
 
 

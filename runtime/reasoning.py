@@ -30,8 +30,8 @@ CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
 # a row that agree (ESC) or Adaptive-Consistency's Beta rule at 0.8 (3-0, 3-1, 4-1, 5-2 settle the
 # vote), or a leader that cannot lose. Measured there (K=8, 2 live; samples 0-7 and again on
 # samples 8-15 of each problem): 79.0% and 79.0% right, plain SC K=8 78.0% and 79.0%, with 63% and
-# 66% of its tokens; the previous rule (Beta 0.95) the same answers with 69% and 71%. Rules that
-# settle from the second answer spent 55% and lost 1 to 3 problems; the give-up rule (stop once no
+# 66% of its tokens; the previous rule (Beta 0.95) the same accuracy with 69% and 71%. Rules that
+# settle from the second answer spent 55% and were 1 to 3 problems lower; the give-up rule (stop once no
 # answer could still pass the Beta rule) and DeepConf's online cut (its cut samples were right a
 # third of the time) lost problems too, so both are off.
 ADAPTIVE_STOP_RULE = StopRule(window=3, min_samples=3, threshold=0.8, give_up=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -97,7 +98,11 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
 
     sampled = GenerationOptions().sampling("reason", k)  # hearth's reasoning defaults (T 0.7, top-k 40, top-p 0.95, min-p 0.05)
     greedy = SamplingParams(temperature=0.0)
-    config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads)
+    from hearth.runtime.hardware import flash_attention
+
+    flash, _why = flash_attention(0, os.environ.get("HEARTH_FLASH_ATTN"))  # as `hearth run` loads a CPU model
+    config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads,
+                           flash_attn=flash)
     modes = {name: {"correct": 0, "tokens": 0, "wall_s": 0.0} for name in ("greedy", "k_majority", "k_weighted", "adaptive")}
     decode = {"rows": 0, "seconds": 0.0}
     with Engine(path, config) as engine:
