@@ -143,8 +143,13 @@ def curve_path(key: str) -> Path:
 
 def read_cached(key: str) -> CostCurve | None:
     """The cached curve, or None when there is none or the file is not one (it is re-measured)."""
+    return read_curve(curve_path(key))
+
+
+def read_curve(path: Path) -> CostCurve | None:
+    """A curve file as `write_cached` writes it, or None when it is missing or not one."""
     try:
-        record = json.loads(curve_path(key).read_text(encoding="utf-8"))
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
         widths, seconds = tuple(int(w) for w in record["widths"]), tuple(float(s) for s in record["seconds"])
         exact = int(record["exact_rows"])
         exact_at = tuple((int(base), int(rows)) for base, rows in record["exact_at"])

@@ -84,13 +84,11 @@ def parallel_for(k: int, on_gpu: bool, curve=None, adaptive: bool = True) -> int
     fastest, the fewest (fewest tokens). A GPU's flat curve gives all K (up to 8); a
     compute-bound CPU's fewer; no curve: 2 on a CPU, K (up to 8) on a GPU.
     """
+    if not adaptive:
+        return curve.best_width(limit=k) if curve is not None else (k if on_gpu else None)
     widest = min(k, max(ADAPTIVE_LIVE_PROFILE))
     if curve is None:
-        if not adaptive:
-            return k if on_gpu else None
         return widest if on_gpu else None
-    if not adaptive:
-        return curve.best_width(limit=k)
     walls = {live: adaptive_wall(live, curve) for live in range(1, widest + 1)}
     fastest = min(walls.values())
     return min(live for live, wall in walls.items() if wall <= fastest * NEAR_FASTEST)

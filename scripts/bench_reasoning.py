@@ -86,6 +86,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
     from hearth.runtime.gguf_file import read_gguf
     from hearth.runtime.prompts import style_for_gguf
     from hearth.runtime.costs import cost_curve
+    from hearth.runtime.hardware import flash_attention
     from hearth.runtime.reasoning import ReasoningConfig, parallel_for, reason
     from hearth.runtime.sampling import SamplingParams
     from hearth.runtime.templates import build_prompt
@@ -98,8 +99,6 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
 
     sampled = GenerationOptions().sampling("reason", k)  # hearth's reasoning defaults (T 0.7, top-k 40, top-p 0.95, min-p 0.05)
     greedy = SamplingParams(temperature=0.0)
-    from hearth.runtime.hardware import flash_attention
-
     flash, _why = flash_attention(0, os.environ.get("HEARTH_FLASH_ATTN"))  # as `hearth run` loads a CPU model
     config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads,
                            flash_attn=flash)
@@ -110,7 +109,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
         if live is None:  # what `hearth run --samples K` runs on this machine: the cost curve's choice
             curve = cost_curve(engine, Path(path), threads, 0, flash_attn=engine.config.flash_attn,
                                kv_type=engine.config.kv_type)
-            live = parallel_for(k, False, curve) or 2
+            live = parallel_for(k, False, curve)
         print(f"adaptive mode: {live} live samples", file=sys.stderr)
         modes["adaptive_live"] = live
         for seed, (question, gold) in enumerate(problems):

@@ -286,7 +286,9 @@ def main() -> None:
 
 def print_report(report: dict) -> None:
     curve = report["cost_curve"]
-    kv = {None: "F16", 30: "BF16", 8: "Q8_0"}.get(report.get("kv_type"), report.get("kv_type"))
+    from hearth.runtime.hardware import KV_TYPES
+
+    kv = {None: "F16", **{ggml: name.upper() for name, ggml in KV_TYPES.items()}}.get(report.get("kv_type"), report.get("kv_type"))
     print(f"{report['model']} · {report['threads']} threads · {report['tokens']} tokens · KV cache {kv} · each variant's best run")
     print("cost curve (rows: cost in single-row calls): "
           + " ".join(f"{w}:{r:.2f}" for w, r in zip(curve["widths"], curve["relative"])))

@@ -57,7 +57,6 @@ class Policy:
     lazy: bool = True
     cut: bool = True
     method: str = "weighted"
-    in_order: bool = False  # the stop rule sees answers in launch order (a finished prefix), not finish order
 
 
 _D = ReasoningConfig()
@@ -73,7 +72,6 @@ POLICIES = {
     "cut": replace(HEARTH, cut=True),
     "keep50": replace(HEARTH, cut=True, keep_top_percent=50.0),
     "giveup": replace(HEARTH, rule=replace(ADAPTIVE_STOP_RULE, give_up=True)),
-    "ordered": replace(HEARTH, in_order=True),
     # rules compared (2 live samples, weighted vote, no cut unless named)
     "esc3": replace(HEARTH, rule=_OLD),  # ESC window 3 or Beta 0.95, from 3 answers
     "esc3-cut-giveup": replace(HEARTH, cut=True, rule=replace(_OLD, give_up=True)),  # before 2026-12-05
@@ -179,27 +177,13 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
     bar = None
     tokens = 0
 
-    by_index: dict[int, str | None] = {}
-
-    def counted() -> list:
-        """The answers the stop rule sees: in finish order, or (in_order) those of the samples
-        launched first, up to the first one still running."""
-        if not policy.in_order:
-            return answers
-        prefix = []
-        while len(prefix) in by_index:
-            prefix.append(by_index[len(prefix)])
-        return prefix
-
     def may_launch() -> bool:
         if not policy.lazy:
             return True
-        seen = counted()
-        leader = decide_stop(seen, len(live), policy.rule).leader
+        leader = decide_stop(answers, len(live), policy.rule).leader
         if leader is None:
             return True
-        pending = len(live) + len(answers) - len(seen)
-        optimistic = decide_stop(seen + [leader] * pending, k - len(seen) - pending, policy.rule)
+        optimistic = decide_stop(answers + [leader] * len(live), k - len(answers) - len(live), policy.rule)
         return not optimistic.stop
 
     def launch() -> None:
@@ -233,7 +217,6 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
             sample = samples[index]
             answer = sample["answer"] if why == "end" else None
             answers.append(answer)
-            by_index[index] = answer
             conf = sample["confidences"][:sample["tokens"]]
             results.append(SampleResult("", answer, max(0.0, lowest_group_confidence(conf, policy.window)),
                                         cut=why == "cut"))
@@ -241,8 +224,7 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
                 finished_conf.append(lowest_group_confidence(conf, policy.window))
             if bar is None and len(finished_conf) >= policy.warmup:
                 bar = confidence_bar(finished_conf, policy.keep_top_percent)
-            seen = counted()
-            decision = decide_stop(seen, k - len(seen), policy.rule)
+            decision = decide_stop(answers, k - len(answers), policy.rule)
             if decision.stop and decision.reason != "all_done":
                 settled = True
                 break
@@ -277,12 +259,13 @@ def score(problems: list[dict], k: int, policy: Policy, cut_stats: list | None =
 
 
 def load_curve(path: str):
-    """A cost curve (hearth's cache JSON under HEARTH_CACHE/cost-curves, or `--json` of one)."""
-    from hearth.runtime.costs import CostCurve
+    """A cost curve from hearth's cache (HEARTH_CACHE/cost-curves/<key>.json)."""
+    from hearth.runtime.costs import read_curve
 
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return CostCurve(tuple(data["widths"]), tuple(data["seconds"]), source="given")
+    curve = read_curve(Path(path))
+    if curve is None:
+        sys.exit(f"error: {path} is not a hearth cost-curve file")
+    return curve
 
 
 def steps_wall(steps: dict, curve) -> float:
@@ -332,7 +315,8 @@ def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: i
               if all("greedy" in p for p in problems) else None)
     base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
     full = sc_tokens(problems, k)
-    sc_wall = steps_wall(sc_steps(problems, k), curve) if curve else None
+    all_live = sc_steps(problems, k)
+    sc_wall = steps_wall(all_live, curve) if curve else None
 
     def wall(steps: dict) -> str:
         return f"{steps_wall(steps, curve) / sc_wall:6.2f}" if curve else ""
@@ -343,13 +327,13 @@ def modes_table(problems: list[dict], k: int, policies: list[str], adaptive_k: i
         tokens = sum(p["greedy"]["tokens"] for p in problems)
         print(f"  {'greedy':28}{accuracy(greedy):>22}{tokens:>9}{tokens / full:7.2f}{wall({1: tokens})}"
               f"   {paired(greedy, base)}")
-    print(f"  {f'SC K={k} majority':28}{accuracy(base):>22}{full:>9}{1:7.2f}{wall(sc_steps(problems, k))}")
+    print(f"  {f'SC K={k} majority':28}{accuracy(base):>22}{full:>9}{1:7.2f}{wall(all_live)}")
     weighted = [same_number(sc(p["samples"][:k], "weighted"), p["gold"]) for p in problems]
-    print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}{wall(sc_steps(problems, k))}"
+    print(f"  {f'SC K={k} weighted':28}{accuracy(weighted):>22}{full:>9}{1:7.2f}{wall(all_live)}"
           f"   {paired(weighted, base)}")
     for name in policies:
         cuts, steps = [], {}
-        policy = POLICIES[name] if live is None or name in ("p3", "p4") else replace(POLICIES[name], parallel=live)
+        policy = POLICIES[name] if live is None else replace(POLICIES[name], parallel=live)
         right, spent = score(problems, adaptive_k, policy, cuts, steps)
         label = f"adaptive{'' if adaptive_k == k else f' K={adaptive_k}'} {name}"
         print(f"  {label:28}{accuracy(right):>22}{spent:>9}{spent / full:7.2f}{wall(steps)}   {paired(right, base)}"
@@ -464,7 +448,7 @@ def main() -> None:
     ap.add_argument("--votes", action="store_true")
     ap.add_argument("--prompts", action="store_true")
     ap.add_argument("--sampling", action="store_true", help="compare recordings made at other sampling settings")
-    ap.add_argument("--curve", help="a cost-curve JSON (HEARTH_CACHE/cost-curves/*.json): add the estimated decode wall")
+    ap.add_argument("--curve", help="a cost-curve file (HEARTH_CACHE/cost-curves/*.json): add the estimated decode wall")
     ap.add_argument("--live", type=int, help="adaptive policies' live samples (default 2; `hearth run` picks them from the"
                     " cost curve: `bench_reasoning.py` prints the choice)")
     ap.add_argument("--walls", action="store_true", help="adaptive mode at 1..k live samples: tokens and wall (needs --curve)")
