@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from ..runtime.options import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, GenerationOptions
+from ..runtime.options import DEFAULT_MAX_TOKENS, DEFAULT_MIN_P, DEFAULT_TEMPERATURE, REASONING_MIN_P, GenerationOptions
 
 _D = GenerationOptions()
 
@@ -27,7 +27,7 @@ System = Annotated[Optional[str], typer.Option("--system", "-s", help="System pr
 Temperature = Annotated[Optional[float], typer.Option("--temp", "-t", min=0.0, max=5.0, help=f"Sampling temperature (0 = greedy; default {DEFAULT_TEMPERATURE}).")]
 TopK = Annotated[Optional[int], typer.Option("--top-k", min=0, help=f"Keep the K most likely tokens (0 = off; default {_D.top_k}).")]
 TopP = Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help=f"Nucleus sampling mass (1 = off; default {_D.top_p}).")]
-MinP = Annotated[Optional[float], typer.Option("--min-p", min=0.0, max=1.0, help=f"Drop tokens below this fraction of the top probability (default {_D.min_p}).")]
+MinP = Annotated[Optional[float], typer.Option("--min-p", min=0.0, max=1.0, help=f"Drop tokens below this fraction of the top probability (default {DEFAULT_MIN_P}; {REASONING_MIN_P} for reasoning mode's samples).")]
 RepeatPenalty = Annotated[Optional[float], typer.Option("--repeat-penalty", min=0.0, max=5.0, help=f"Penalty for repeating recent tokens (1 = off; default {_D.repeat_penalty}).")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed (fixed seed + temp 0 = reproducible).")]
 Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop when this text appears (repeatable).")]

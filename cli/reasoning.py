@@ -20,6 +20,8 @@ def run_reasoning(text, options, *, model, system, ctx, threads, gpu_layers, sam
                                    options=options, on_update=view.update)
         out.detail(f"{result.live_samples} of {samples} samples decoded at once"
                    + (" (adaptive: chosen on this machine's cost curve)" if adaptive and samples > 1 else ""))
+        if result.sampling:
+            out.detail("sampling: " + " · ".join(f"{name.replace('_', '-')} {value}" for name, value in result.sampling.items()))
         _report(result, loaded.name, show_reasoning, json_out)
 
 

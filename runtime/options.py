@@ -18,6 +18,11 @@ DEFAULT_MAX_TOKENS = {"generate": 512, "chat": 1024, "batch": 256, "reason": 512
 DEFAULT_TEMPERATURE = SamplingParams.temperature
 REASONING_TEMPERATURE = 0.7  # self-consistency's usual setting: diverse samples, few derailed ones
 SINGLE_ANSWER_TEMPERATURE = 0.0  # reasoning mode with one sample: its most likely answer
+DEFAULT_MIN_P = SamplingParams.min_p
+# Reasoning mode's samples keep the whole nucleus: min-p 0.05 makes one sample a little better but
+# the vote worse (GSM8K dev 0-99, Qwen2.5-Coder-1.5B, K=8: SC 82% vs 78%, 5 won 1 lost; one
+# sample 54% vs 60%; README "Sampling levers"), so voting gets the more diverse samples.
+REASONING_MIN_P = 0.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class GenerationOptions:
     temperature: float | None = None
     top_k: int = SamplingParams.top_k
     top_p: float = SamplingParams.top_p
-    min_p: float = SamplingParams.min_p
+    min_p: float | None = None
     repeat_penalty: float = SamplingParams.repeat_penalty
     repeat_last_n: int = SamplingParams.repeat_last_n
     seed: int | None = None  # None: a random seed per run
@@ -88,12 +93,17 @@ class GenerationOptions:
             return REASONING_TEMPERATURE if samples > 1 else SINGLE_ANSWER_TEMPERATURE
         return DEFAULT_TEMPERATURE
 
+    def min_p_for(self, mode: str, samples: int = 1) -> float:
+        if self.min_p is not None:
+            return self.min_p
+        return REASONING_MIN_P if mode == "reason" and samples > 1 else DEFAULT_MIN_P
+
     def sampling(self, mode: str = "generate", samples: int = 1) -> SamplingParams:
         """The engine's sampler settings for this kind of generation (a JSON schema compiled to
         its GBNF grammar)."""
         return SamplingParams(
             temperature=self.temperature_for(mode, samples), top_k=self.top_k, top_p=self.top_p,
-            min_p=self.min_p, repeat_penalty=self.repeat_penalty, repeat_last_n=self.repeat_last_n,
+            min_p=self.min_p_for(mode, samples), repeat_penalty=self.repeat_penalty, repeat_last_n=self.repeat_last_n,
             seed=self.seed, grammar=self.grammar_text(),
         ).validated()
 

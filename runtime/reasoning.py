@@ -115,6 +115,7 @@ class ReasoningResult:
     wall_s: float
     stats: dict
     live_samples: int = 0  # samples decoded at once (adaptive: `parallel_for`'s choice)
+    sampling: dict | None = None  # the samples' sampler settings (temperature, top-k, top-p, min-p)
 
     @property
     def votes(self) -> dict[str, int]:
@@ -142,6 +143,7 @@ class ReasoningResult:
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
             "live_samples": self.live_samples,
+            "sampling": self.sampling,
             "timings": {"wall_s": round(self.wall_s, 3), **{k: self.stats[k] for k in (
                 "prompt_tok_s", "decode_tok_s", "decode_calls", "max_rows_per_call", "prompt_evals")}},
         }
@@ -245,7 +247,12 @@ def reasoning_result(samples: list[Sample], hooks: ReasoningHooks, prompt_tokens
         tokens_total=tokens_total, tokens_saved_est=max(0, round(full_estimate - tokens_total)),
         stopped_early=hooks.settled, stop_reason=hooks.stop_reason, prompt_tokens=prompt_tokens,
         wall_s=wall_s, stats=stats or {}, live_samples=config.live_samples(),
+        sampling=_sampling_settings(samples[0].request.params) if samples else None,
     )
+
+
+def _sampling_settings(params: SamplingParams) -> dict:
+    return {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p}
 
 
 def _sample_result(sample: Sample, config: ReasoningConfig) -> SampleResult:

@@ -97,7 +97,7 @@ def run_modes(path: str, problems, k: int, max_tokens: int, threads: int, only: 
     print(f"reasoning prompt: {style.name} ({style.why})", file=sys.stderr)
     from hearth.runtime.options import GenerationOptions
 
-    sampled = GenerationOptions().sampling("reason", k)  # hearth's reasoning defaults (T 0.7, top-k 40, top-p 0.95, min-p 0.05)
+    sampled = GenerationOptions().sampling("reason", k)  # hearth's reasoning defaults (T 0.7, top-k 40, top-p 0.95, min-p 0)
     greedy = SamplingParams(temperature=0.0)
     flash, _why = flash_attention(0, os.environ.get("HEARTH_FLASH_ATTN"))  # as `hearth run` loads a CPU model
     config = ContextConfig(n_ctx=512 + (k + 1) * (max_tokens + 1), n_seq_max=k + 1, n_threads=threads, n_threads_batch=threads,

@@ -42,6 +42,8 @@ def test_adaptive_stops_once_the_vote_is_settled(hearth):
     assert len(finished) < 8
     assert result["votes"][result["answer"]]["count"] >= 3  # 3-0 or 3-1 at least (ESC 3, Beta 0.8)
     assert 1 <= result["live_samples"] <= 8  # the cost curve's choice (runtime/reasoning.parallel_for)
+    # reasoning samples default to min-p 0 (the whole nucleus); the given temperature is kept
+    assert result["sampling"] == {"temperature": 0.05, "top_k": 40, "top_p": 0.95, "min_p": 0.0}
     assert result["tokens_saved_est"] > 0
 
 
@@ -58,3 +60,4 @@ def test_v_names_the_reasoning_prompt_chosen_for_the_model(hearth):
     assert done.returncode == 0, done.stderr
     assert "reasoning prompt: hearth (hearth's own instruction" in done.stderr  # SmolLM2: no trained prompt known
     assert "of 2 samples decoded at once (adaptive" in done.stderr
+    assert "sampling: temperature 0.05 · top-k 40 · top-p 0.95 · min-p 0.0" in done.stderr

@@ -58,6 +58,13 @@ def test_generation_options_defaults_by_mode():
     assert options.sampling("reason", samples=8).temperature == 0.7
     assert options.sampling("reason", samples=1).temperature == 0.0  # one sample: its best answer
     assert GenerationOptions(temperature=0.3).sampling("reason", samples=8).temperature == 0.3
+    # reasoning samples keep the whole nucleus (min-p 0); every other mode, and one reasoning
+    # answer, gets min-p 0.05; a min-p that is given always wins
+    assert options.sampling("reason", samples=8).min_p == 0.0
+    assert options.sampling("reason", samples=1).min_p == 0.05
+    assert [options.sampling(m).min_p for m in ("generate", "chat", "batch")] == [0.05] * 3
+    assert GenerationOptions(min_p=0.1).sampling("reason", samples=8).min_p == 0.1
+    assert GenerationOptions().merged(min_p=0.0).sampling("generate").min_p == 0.0
     # the sampler defaults are SamplingParams', read from there
     assert options.sampling() == SamplingParams(temperature=0.8)
 
