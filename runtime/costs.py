@@ -129,12 +129,15 @@ def curve_key(model_path: Path, machine: dict, n_threads: int, n_gpu_layers: int
 def machine_identity() -> dict:
     """The parts of this machine a decode's speed depends on (cheap to read, no GPU probe)."""
     from .engine import backend_info
-    from .hardware import detect_cpu
+    from .hardware import detect_cpu, local_cpu_weight_buffers
 
     model, physical, logical, simd = detect_cpu()
     backend = backend_info()
+    # the weight buffers decide the matrix kernels, so the cost and the exact rows (repacked rows:
+    # another kernel from 4 rows on than for 1)
     return {"cpu": model, "physical_cores": physical, "logical_cores": logical, "simd": sorted(simd),
-            "llama_cpp_python": backend["llama_cpp_python"], "system_info": backend["system_info"]}
+            "llama_cpp_python": backend["llama_cpp_python"], "system_info": backend["system_info"],
+            "cpu_weights": local_cpu_weight_buffers()}
 
 
 def curve_path(key: str) -> Path:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadModelFileError, ConversionError, RuntimeFailure, UsageError
-from .hardware import local_cpu_weight_repacking
 from .sampling import SamplingParams
 
 
@@ -44,6 +43,92 @@ def backend_info() -> dict:
         "rpc": bool(lib.llama_supports_rpc()),
         "system_info": lib.llama_print_system_info().decode("utf-8", "replace").strip(),
     }
+
+
+# ---------------------------------------------------------------- CPU weight buffers
+
+class _Override(ctypes.Structure):  # llama_model_tensor_buft_override
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+@functools.lru_cache(maxsize=1)
+def repack_buffer_type() -> int | None:
+    """The address of llama.cpp's CPU_REPACK buffer type (None: this build has none)."""
+    libdir = os.path.join(os.path.dirname(_llama().__file__), "lib")
+    try:
+        ggml = ctypes.CDLL(os.path.join(libdir, "libggml.so"))
+        base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
+    except OSError:  # another layout or platform (CPU_REPACK without AMX matters on x86 Linux)
+        return None
+    ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    base.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    base.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    base.ggml_backend_buft_name.restype = ctypes.c_char_p
+    base.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    device = ggml.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    if not device:
+        return None
+    getter = base.ggml_backend_reg_get_proc_address(base.ggml_backend_dev_backend_reg(device),
+                                                    b"ggml_backend_dev_get_extra_bufts")
+    if not getter:
+        return None
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(getter)(device)
+    index = 0
+    while bufts and bufts[index]:
+        if base.ggml_backend_buft_name(bufts[index]) == b"CPU_REPACK":
+            return bufts[index]
+        index += 1
+    return None
+
+
+class RepackOverrides:
+    """The override array for `llama_model_params.tensor_buft_overrides`; keep it alive while
+    the model loads (llama.cpp reads the patterns then)."""
+
+    def __init__(self, patterns: list[str], buft: int):
+        self.patterns = patterns
+        self._encoded = [p.encode() for p in patterns]
+        self._array = (_Override * (len(patterns) + 1))()
+        for slot, pattern in zip(self._array, self._encoded):
+            slot.pattern, slot.buft = pattern, buft
+        self._array[len(patterns)].pattern = None  # the terminator
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self._array)
+
+
+def repack_overrides(model_path, system_info: str) -> RepackOverrides | None:
+    """Overrides sending this model's repackable weights to CPU_REPACK (None: nothing to send)."""
+    from .gguf_file import read_gguf
+    from .repack import build_features, override_patterns, repacked_tensors
+
+    names = repacked_tensors(read_gguf(model_path).tensors, build_features(system_info))
+    if not names:
+        return None
+    buft = repack_buffer_type()
+    if buft is None:
+        return None
+    return RepackOverrides(override_patterns(names), buft)
+
+
+def apply_weight_buffers(params, model_path, n_gpu_layers: int = 0, vocab_only: bool = False) -> RepackOverrides | None:
+    """Set `llama_model_params` for this machine's choice of CPU weight buffers
+    (`hardware.cpu_weight_buffers`): `use_extra_bufts`, and in "repack" mode the overrides, which
+    are returned and must stay alive until the model is loaded (None when there are none)."""
+    from .hardware import local_cpu_weight_buffers
+
+    mode = local_cpu_weight_buffers()
+    params.use_extra_bufts = mode == "all"
+    if mode != "repack" or vocab_only or n_gpu_layers > 0:
+        return None
+    overrides = repack_overrides(model_path, backend_info()["system_info"])
+    if overrides is not None:
+        params.tensor_buft_overrides = overrides.address
+    return overrides
 
 
 # (C function pointer, the Python function it calls): llama.cpp keeps the pointer, so keep both alive
@@ -143,7 +228,10 @@ class LlamaModel:
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.vocab_only = vocab_only
-        params.use_extra_bufts = local_cpu_weight_repacking()
+        # CPU weight buffers (AMX, repacked rows) as chosen for this machine; the overrides of
+        # "repack" mode stay referenced while llama.cpp reads them
+        self._overrides = apply_weight_buffers(params, path, n_gpu_layers, vocab_only)
+        self.repacked: list[str] = self._overrides.patterns if self._overrides else []
         self._lib = lib
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

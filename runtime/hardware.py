@@ -218,21 +218,30 @@ def detect_cpu() -> tuple[str, int, int, list[str]]:
     return model, physical, logical, simd_features(flags)
 
 
-def cpu_weight_repacking(simd: list[str] | tuple[str, ...], override: str | None = None) -> tuple[bool, str | None]:
-    """Whether llama.cpp may put weights in its CPU "extra" buffers (AMX tiles, repacked rows).
+def cpu_weight_buffers(simd: list[str] | tuple[str, ...], override: str | None = None) -> tuple[str, str | None]:
+    """Which of llama.cpp's CPU "extra" weight buffers a model's weights may use: "all" (AMX
+    tiles and repacked rows, as llama.cpp chooses), "repack" (repacked rows only, `repack.py`) or
+    "off" (plain kernels), and the -v line when not "all".
 
     On CPUs with AMX, llama.cpp 0.3.36's AMX matrix kernel crashed every multi-token decode in
     this project's test VMs (Xeon with AMX_INT8, SIGSEGV in ggml_backend_amx_mul_mat, even with
-    the tile permission granted), so there the extra buffers stay off: plain kernels, a little
-    slower on some quant types, never a crash. HEARTH_CPU_REPACK=1 turns them back on, =0 off.
-    Returns the choice and, when it is off, why.
+    the tile permission granted). There the repacked rows alone are used, never touching AMX:
+    Qwen2.5-Coder 1.5B Q4_K_M decoded 1.34x faster with them than with plain kernels (1.33x with
+    8 sequences), while prompts went 0.74x as fast (llama.cpp's tiled K-quant kernel, used for
+    plain weights from 8 rows on, is faster there): a win unless a prompt is over ~7x longer than
+    its answer (README, Benchmarks). HEARTH_CPU_REPACK=1 (or all) allows all (AMX too), =repack the repacked rows
+    only, =0 (or off) none.
     """
-    if override is not None and override.strip() in ("0", "1"):
-        on = override.strip() == "1"
-        return on, None if on else "CPU weight repacking off (HEARTH_CPU_REPACK=0)"
-    if "AMX_INT8" in simd:
-        return False, "CPU weight repacking off: llama.cpp's AMX kernels crash on this CPU (HEARTH_CPU_REPACK=1 to try)"
-    return True, None
+    choice = (override or "").strip().lower()
+    if choice in ("1", "all"):
+        return "all", None
+    if choice in ("0", "off"):
+        return "off", f"CPU weight repacking off (HEARTH_CPU_REPACK={choice})"
+    if choice == "repack" or "AMX_INT8" in simd:
+        why = "HEARTH_CPU_REPACK=repack" if choice == "repack" else \
+            "llama.cpp's AMX kernels crash on this CPU; HEARTH_CPU_REPACK=1 to try them, =0 for plain kernels"
+        return "repack", f"CPU weights: repacked rows without AMX ({why})"
+    return "all", None
 
 
 def flash_attention(n_gpu_layers: int, override: str | None = None,
@@ -287,11 +296,11 @@ def speculation_kv_type(n_gpu_layers: int, flash_attn: bool | None, speculative:
 
 
 @functools.lru_cache(maxsize=1)
-def local_cpu_weight_repacking() -> bool:
-    """`cpu_weight_repacking` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""
+def local_cpu_weight_buffers() -> str:
+    """`cpu_weight_buffers` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""
     text = _read_text("/proc/cpuinfo") or ""
     simd = simd_features(parse_cpuinfo(text).flags) if text else []
-    return cpu_weight_repacking(simd, os.environ.get("HEARTH_CPU_REPACK"))[0]
+    return cpu_weight_buffers(simd, os.environ.get("HEARTH_CPU_REPACK"))[0]
 
 
 def detect_memory() -> tuple[int, int]:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import ContextOverflowError, DoesNotFitError
 from ..units import format_gib, round_up
 from .gguf_file import GGUFInfo, LazyArray
-from .hardware import GpuInfo, HardwareInfo, cpu_weight_repacking
+from .hardware import GpuInfo, HardwareInfo, cpu_weight_buffers
 
 MIB = 1024**2
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
@@ -470,7 +470,7 @@ def fit_plan(model: GGUFInfo, hw: HardwareInfo, *, ctx: int | None = None, threa
     if n_seq > 1:
         ctx_reasons.append(f"context {n_ctx} in all: {candidate} for each of {n_seq} sequences"
                            + ("" if kv_unified else ", each in a KV stream of its own"))
-    repack, repack_reason = cpu_weight_repacking(hw.simd_features, os.environ.get("HEARTH_CPU_REPACK"))
+    _buffers, repack_reason = cpu_weight_buffers(hw.simd_features, os.environ.get("HEARTH_CPU_REPACK"))
     reasons += ctx_reasons + ([repack_reason] if repack_reason else []) + [
         memory.reason,
         f"batch {n_batch}: the prompt is evaluated {n_batch} tokens at a time",

@@ -5,7 +5,13 @@ Prints prompt-processing and decode tok/s for both and the ratios (hearth ÷ Lla
 alternately in the same process, `--rounds` times each, and the best round of each is compared,
 so machine noise hits both alike.
 
+`--weights repack,off` compares hearth's engine with itself under two CPU weight-buffer modes
+(HEARTH_CPU_REPACK: `repack` = repacked rows without AMX, `off` = plain kernels, `1` = all of
+llama.cpp's extra buffers), alternating the same way, at one sequence and at `--width` sequences
+decoded together (aggregate tok/s).
+
 usage: python scripts/bench_decode.py [MODEL.gguf|default|gemma] [--tokens 128] [--threads 2] [--rounds 3] [--json]
+       python scripts/bench_decode.py MODEL --weights repack,off [--width 8]
 """
 
 from __future__ import annotations
@@ -34,15 +40,19 @@ def model_path(name: str) -> str:
     return name
 
 
-def bench_hearth(path: str, n_tokens: int, threads: int, n_ctx: int) -> dict:
+def bench_hearth(path: str, n_tokens: int, threads: int, n_ctx: int, width: int = 1) -> dict:
     from hearth.runtime.engine import ContextConfig, Engine
     from hearth.runtime.scheduler import GenRequest, Scheduler
     from hearth.runtime.sampling import SamplingParams
 
-    with Engine(path, ContextConfig(n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, flash_attn=False)) as engine:
+    config = ContextConfig(n_ctx=n_ctx + (width - 1) * n_tokens, n_threads=threads, n_threads_batch=threads, flash_attn=False,
+                           n_seq_max=width + 1)
+    with Engine(path, config) as engine:
         tokens = engine.tokenize(PROMPT)
         generator = Scheduler(engine)
-        request = GenRequest(tokens, SamplingParams(temperature=0.0), n_tokens)
+        # one greedy answer, or `width` sampled answers of the same prompt decoded together
+        params = SamplingParams(temperature=0.0) if width == 1 else SamplingParams(temperature=0.8, seed=7)
+        request = GenRequest(tokens, params, n_tokens, n=width, ignore_eog=width > 1)
         # EOG would end early: ban nothing, but a base-model prompt like this rarely stops.
         sample = generator.run([request])[0][0]
         ended = time.perf_counter()
@@ -80,6 +90,29 @@ def bench_llama(path: str, n_tokens: int, threads: int, n_ctx: int) -> dict:
         llm.close()
 
 
+def compare_weights(path: str, modes: list[str], args) -> None:
+    """hearth under two weight-buffer modes, alternating, best round of each (see the docstring)."""
+    import os
+
+    from hearth.runtime import hardware
+
+    best: dict = {mode: {} for mode in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            os.environ["HEARTH_CPU_REPACK"] = mode
+            hardware.local_cpu_weight_buffers.cache_clear()
+            for width in sorted({1, args.width}):
+                row = bench_hearth(path, args.tokens, args.threads, args.ctx, width)
+                for key in ("prompt_tok_s", "decode_tok_s"):
+                    name = f"{key}@{width}"
+                    best[mode][name] = max(best[mode].get(name, 0.0), row[key])
+    first, second = modes
+    print(f"model {path}  threads {args.threads}  best of {args.rounds}, alternating  (HEARTH_CPU_REPACK={first} vs {second})")
+    for name in best[first]:
+        a, b = best[first][name], best[second][name]
+        print(f"  {name:18} {first} {a:8.2f}  {second} {b:8.2f}  ratio {a / b:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("model", nargs="?", default="default")
@@ -88,11 +121,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--weights", help="two HEARTH_CPU_REPACK modes to compare, e.g. repack,off")
+    ap.add_argument("--width", type=int, default=8, help="with --weights: sequences decoded together, besides one")
     args = ap.parse_args()
     from hearth.runtime.engine import set_llama_logging
 
     path = model_path(args.model)
     set_llama_logging(False)
+    if args.weights:
+        modes = args.weights.split(",")
+        if len(modes) != 2:
+            ap.error("--weights takes two modes, e.g. repack,off")
+        return compare_weights(path, modes, args)
     best = {"hearth": {}, "llama": {}}
     for _ in range(args.rounds):
         for name, fn in (("hearth", bench_hearth), ("llama", bench_llama)):

@@ -79,18 +79,21 @@ def llama_server(path: str, threads: int, port: int = 18931) -> Server:
 
 
 def run_llama_server(argv: list[str]) -> None:
-    """llama-cpp-python's server, with its model loaded as hearth loads one (repacking off on AMX)."""
+    """llama-cpp-python's server, with its model loaded as hearth loads one (on AMX CPUs: repacked
+    weights without AMX)."""
     import runpy
 
     import llama_cpp.llama_cpp as low
 
-    from hearth.runtime.hardware import local_cpu_weight_repacking
+    from hearth.runtime.engine import apply_weight_buffers
 
     defaults = low.llama_model_default_params
+    model = argv[argv.index("--model") + 1]
+    kept = []  # the repack overrides, alive until the model is loaded
 
     def params():
         made = defaults()
-        made.use_extra_bufts = local_cpu_weight_repacking()
+        kept.append(apply_weight_buffers(made, model))
         return made
 
     low.llama_model_default_params = params

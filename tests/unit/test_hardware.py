@@ -269,3 +269,26 @@ def test_the_flash_attention_choice_is_explained():
     assert flash_attention(0, "1")[1] == "flash attention on: HEARTH_FLASH_ATTN=1"
     assert "speculative" in flash_attention(0, None, speculative=True)[1]
     assert flash_attention(99)[1].endswith("layers on the GPU")
+
+
+def test_cpu_weight_buffers_skip_amx_but_keep_repacked_rows():
+    from hearth.runtime.hardware import cpu_weight_buffers
+
+    amx = ["AVX2", "AVX512", "AMX_INT8"]
+    assert cpu_weight_buffers(["AVX2", "FMA"]) == ("all", None)  # llama.cpp chooses (repacked rows on AVX2)
+    mode, why = cpu_weight_buffers(amx)
+    assert mode == "repack" and "AMX" in why and "HEARTH_CPU_REPACK=1" in why
+    assert cpu_weight_buffers(amx, "1") == ("all", None)
+    assert cpu_weight_buffers(amx, "0")[0] == "off" and cpu_weight_buffers(["AVX2"], " 0 ")[0] == "off"
+    assert cpu_weight_buffers(amx, "off")[0] == "off" and cpu_weight_buffers(amx, "ALL")[0] == "all"
+    assert cpu_weight_buffers(["AVX2"], "repack")[0] == "repack"
+    assert cpu_weight_buffers(amx, "bogus")[0] == "repack"  # unknown values keep the default
+
+
+def test_the_cost_curve_key_tells_the_weight_buffers_apart(tmp_path):
+    from hearth.runtime.costs import curve_key
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(100))
+    keys = {curve_key(model, {"cpu": "x", "cpu_weights": mode}, 2, 0) for mode in ("all", "repack", "off")}
+    assert len(keys) == 3
