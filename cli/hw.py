@@ -38,7 +38,9 @@ def hw(json_output: Json = False) -> None:
 
       hearth hw --json | jq .ram_available_bytes
     """
-    from ..runtime.hardware import detect_hardware
+    import os
+
+    from ..runtime.hardware import cpu_weight_buffers, detect_hardware
 
     info = detect_hardware()
     if json_output:
@@ -53,7 +55,11 @@ def hw(json_output: Json = False) -> None:
         ("ram", f"{_size(info.ram_available_bytes)} available of {_size(info.ram_total_bytes)}"),
     ]
     pairs += [("gpu", _gpu_line(gpu)) for gpu in info.gpus] or [("gpu", "none found")]
+    mode, why = cpu_weight_buffers(info.simd_features, os.environ.get("HEARTH_CPU_REPACK"))
+    weights = {"all": "llama.cpp's choice (repacked rows where its build has them)",
+               "repack": why.removeprefix("CPU weights: "), "off": why}[mode]
     pairs += [("gpu offload", offload),
+              ("cpu weights", weights),
               ("llama.cpp", f"llama-cpp-python {backend.get('llama_cpp_python', '?')}"),
               ("system", info.system)]
     if backend.get("error"):

@@ -115,15 +115,20 @@ def repack_overrides(model_path, system_info: str) -> RepackOverrides | None:
     return RepackOverrides(override_patterns(names), buft)
 
 
-def apply_weight_buffers(params, model_path, n_gpu_layers: int = 0, vocab_only: bool = False) -> RepackOverrides | None:
+def apply_weight_buffers(params, model_path, n_gpu_layers: int = 0, vocab_only: bool = False,
+                         prompt_only: bool = False) -> RepackOverrides | None:
     """Set `llama_model_params` for this machine's choice of CPU weight buffers
     (`hardware.cpu_weight_buffers`): `use_extra_bufts`, and in "repack" mode the overrides, which
-    are returned and must stay alive until the model is loaded (None when there are none)."""
+    are returned and must stay alive until the model is loaded (None when there are none).
+
+    `prompt_only` (scoring: every token is a prompt token) keeps plain kernels where "repack" is
+    only the default: repacked rows evaluate prompts at 0.74x (README, Benchmarks)."""
     from .hardware import local_cpu_weight_buffers
 
     mode = local_cpu_weight_buffers()
     params.use_extra_bufts = mode == "all"
-    if mode != "repack" or vocab_only or n_gpu_layers > 0:
+    asked = os.environ.get("HEARTH_CPU_REPACK", "").strip().lower() == "repack"
+    if mode != "repack" or vocab_only or n_gpu_layers > 0 or (prompt_only and not asked):
         return None
     overrides = repack_overrides(model_path, backend_info()["system_info"])
     if overrides is not None:
@@ -222,7 +227,7 @@ class ContextConfig:
 class LlamaModel:
     """Owns a `llama_model *` and its vocabulary."""
 
-    def __init__(self, path: Path, n_gpu_layers: int = 0, vocab_only: bool = False):
+    def __init__(self, path: Path, n_gpu_layers: int = 0, vocab_only: bool = False, prompt_only: bool = False):
         lib = _llama()
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
@@ -230,7 +235,7 @@ class LlamaModel:
         params.vocab_only = vocab_only
         # CPU weight buffers (AMX, repacked rows) as chosen for this machine; the overrides of
         # "repack" mode stay referenced while llama.cpp reads them
-        self._overrides = apply_weight_buffers(params, path, n_gpu_layers, vocab_only)
+        self._overrides = apply_weight_buffers(params, path, n_gpu_layers, vocab_only, prompt_only)
         self.repacked: list[str] = self._overrides.patterns if self._overrides else []
         self._lib = lib
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
@@ -614,13 +619,14 @@ def _attach_imatrix(lib, params, imatrix: dict) -> list:
 class Engine:
     """A loaded model with one context: the object every command generates through."""
 
-    def __init__(self, path: str | Path, config: ContextConfig, verbose: bool = False, vocab_only: bool = False):
+    def __init__(self, path: str | Path, config: ContextConfig, verbose: bool = False, vocab_only: bool = False,
+                 prompt_only: bool = False):
         set_llama_logging(verbose)
         start = time.perf_counter()
         self.path = Path(path)
         self.config = config
         self.ctx = self.batch = None
-        self.model = LlamaModel(self.path, config.n_gpu_layers, vocab_only)
+        self.model = LlamaModel(self.path, config.n_gpu_layers, vocab_only, prompt_only)
         if not vocab_only:  # the vocabulary alone: tokenize and detokenize, nothing to decode with
             try:
                 self.ctx = LlamaContext(self.model, config)

@@ -32,7 +32,8 @@ class ScoringModel:
         check_vocabulary(read_gguf(self.path))
         config = ContextConfig(n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=min(n_ctx, 512), n_seq_max=1, n_threads=threads,
                                n_threads_batch=threads, flash_attn=False, kv_type=GGML_TYPE_F32)
-        self.engine = Engine(self.path, config, vocab_only=vocab_only)
+        # scoring evaluates prompts only: plain kernels there (`engine.apply_weight_buffers`)
+        self.engine = Engine(self.path, config, vocab_only=vocab_only, prompt_only=True)
 
     @property
     def n_vocab(self) -> int:

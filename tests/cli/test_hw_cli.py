@@ -39,6 +39,14 @@ def test_hw_text():
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[:4]] == ["cpu", "simd", "ram", "gpu"]
     assert "gpu offload" in result.stdout and "llama-cpp-python" in result.stdout
+    assert "cpu weights" in result.stdout  # which of llama.cpp's CPU weight buffers loads will use
+
+
+def test_hw_names_the_cpu_weight_buffers_chosen(monkeypatch):
+    monkeypatch.setenv("HEARTH_CPU_REPACK", "0")
+    assert "cpu weights  CPU weight repacking off (HEARTH_CPU_REPACK=0)" in invoke("hw").stdout
+    monkeypatch.setenv("HEARTH_CPU_REPACK", "repack")
+    assert "cpu weights  repacked rows without AMX (HEARTH_CPU_REPACK=repack)" in invoke("hw").stdout
 
 
 def test_plan_default_json():

@@ -40,3 +40,28 @@ def test_plain_kernels_and_a_model_with_nothing_to_repack(hearth, gemma_model_pa
     smol = hearth("run", PROMPT, "-n", "4", "--temp", "0", "-vv", env={"HEARTH_CPU_REPACK": "repack"})
     assert smol.returncode == 0, smol.stderr[-2000:]
     assert "CPU_REPACK model buffer" not in smol.stderr and "overridden to CPU_REPACK" not in smol.stderr
+
+
+def test_scoring_keeps_plain_kernels_unless_repack_is_asked_for(gemma_model_path, monkeypatch):
+    """Prompt evaluation is slower on repacked rows: a prompt-only load (scoring) skips the
+    default repack, but not one asked for with HEARTH_CPU_REPACK=repack."""
+    needs_repack_build()
+    import llama_cpp
+
+    from hearth.runtime import hardware
+    from hearth.runtime.engine import apply_weight_buffers
+
+    monkeypatch.delenv("HEARTH_CPU_REPACK", raising=False)
+    monkeypatch.setattr(hardware, "local_cpu_weight_buffers", lambda: "repack")  # as on an AMX CPU
+    params = llama_cpp.llama_model_default_params()
+    generating = apply_weight_buffers(params, gemma_model_path)
+    assert generating is not None and params.use_extra_bufts is False
+    assert any("attn_output" in p for p in generating.patterns)
+    params = llama_cpp.llama_model_default_params()
+    assert apply_weight_buffers(params, gemma_model_path, prompt_only=True) is None
+    assert not params.tensor_buft_overrides and params.use_extra_bufts is False
+    monkeypatch.setenv("HEARTH_CPU_REPACK", "repack")
+    assert apply_weight_buffers(llama_cpp.llama_model_default_params(), gemma_model_path, prompt_only=True) is not None
+    monkeypatch.setattr(hardware, "local_cpu_weight_buffers", lambda: "all")  # no AMX: llama.cpp's own choice
+    params = llama_cpp.llama_model_default_params()
+    assert apply_weight_buffers(params, gemma_model_path) is None and params.use_extra_bufts is True
