@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """llama.cpp's own decode loop, K sequences x 1 token per llama_decode: the reference hearth's
 decode is measured against. A small equivalent of ../shared/tools/llama_batched_ceiling.py that
-loads the model with `use_extra_bufts = False` (that tool loads it with llama.cpp's defaults,
-whose AMX kernels segfault on this project's Xeon VMs), greedy instead of sampled, and no hearth.
+loads the model's weights as hearth does (`engine.apply_weight_buffers`: that tool loads it with
+llama.cpp's defaults, whose AMX kernels segfault on this project's Xeon VMs; hearth uses repacked
+rows without AMX there), greedy instead of sampled, and no hearth in the decode loop.
 
 usage: python scripts/llama_ceiling.py MODEL.gguf [--ks 1,2,4,8] [--tokens 64] [--threads 2] [--json]
 """
@@ -21,9 +22,12 @@ PROMPT = b"Once upon a time, in a small village by the sea, there lived"
 def ceiling(model_path: str, ks: list[int], n_new: int, threads: int) -> list[dict]:
     """Aggregate decode tok/s for each K: the prompt decoded once, tagged with every sequence."""
     L.llama_backend_init()
+    from hearth.runtime.engine import apply_weight_buffers
+
     params = L.llama_model_default_params()
-    params.use_extra_bufts = False
+    kept = apply_weight_buffers(params, model_path)  # the same weight buffers as hearth's loads
     model = L.llama_model_load_from_file(model_path.encode(), params)
+    del kept  # llama.cpp has read the overrides
     if not model:
         raise SystemExit(f"cannot load {model_path}")
     vocab = L.llama_model_get_vocab(model)
