@@ -110,10 +110,22 @@ def llama_sequential(path: str, token_lists: list[list[int]], n_new: int, thread
     return total / (time.perf_counter() - started)
 
 
+def ceiling_script() -> Path:
+    """The shared ceiling tool, or this repo's equivalent where llama.cpp's default weight buffers
+    are not hearth's: the shared tool loads with llama.cpp's defaults, AMX included, which
+    segfaulted on this project's AMX Xeon VMs (2026-12-05, SIGSEGV); `llama_ceiling.py` loads the
+    weights as hearth does (repacked rows without AMX)."""
+    from hearth.runtime.hardware import local_cpu_weight_buffers
+
+    if local_cpu_weight_buffers() == "all" and CEILING.exists():
+        return CEILING
+    return Path(__file__).resolve().parent / "llama_ceiling.py"
+
+
 def ceiling(path: str, parallel: int, n_new: int, threads: int) -> tuple[float, float]:
     """llama.cpp's batched decode: (best over K = 1, parallel/2, parallel; at K = parallel)."""
     ks = sorted({1, parallel // 2 or 1, parallel})
-    done = subprocess.run([sys.executable, str(CEILING), path, "--ks", ",".join(map(str, ks)), "--tokens", str(n_new),
+    done = subprocess.run([sys.executable, str(ceiling_script()), path, "--ks", ",".join(map(str, ks)), "--tokens", str(n_new),
                            "--threads", str(threads), "--json"], capture_output=True, text=True, check=True)
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     return max(r["aggregate_tok_s"] for r in rows), next(r["aggregate_tok_s"] for r in rows if r["k"] == parallel)
