@@ -121,14 +121,12 @@ def apply_weight_buffers(params, model_path, n_gpu_layers: int = 0, vocab_only: 
     (`hardware.cpu_weight_buffers`): `use_extra_bufts`, and in "repack" mode the overrides, which
     are returned and must stay alive until the model is loaded (None when there are none).
 
-    `prompt_only` (scoring: every token is a prompt token) keeps plain kernels where "repack" is
-    only the default: repacked rows evaluate prompts at 0.74x (README, Benchmarks)."""
+    `prompt_only`: a load that evaluates prompts only (scoring), see `cpu_weight_buffers`."""
     from .hardware import local_cpu_weight_buffers
 
-    mode = local_cpu_weight_buffers()
+    mode = local_cpu_weight_buffers(prompt_only)
     params.use_extra_bufts = mode == "all"
-    asked = os.environ.get("HEARTH_CPU_REPACK", "").strip().lower() == "repack"
-    if mode != "repack" or vocab_only or n_gpu_layers > 0 or (prompt_only and not asked):
+    if mode != "repack" or vocab_only or n_gpu_layers > 0:
         return None
     overrides = repack_overrides(model_path, backend_info()["system_info"])
     if overrides is not None:
@@ -236,7 +234,6 @@ class LlamaModel:
         # CPU weight buffers (AMX, repacked rows) as chosen for this machine; the overrides of
         # "repack" mode stay referenced while llama.cpp reads them
         self._overrides = apply_weight_buffers(params, path, n_gpu_layers, vocab_only, prompt_only)
-        self.repacked: list[str] = self._overrides.patterns if self._overrides else []
         self._lib = lib
         self.ptr = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

@@ -218,7 +218,8 @@ def detect_cpu() -> tuple[str, int, int, list[str]]:
     return model, physical, logical, simd_features(flags)
 
 
-def cpu_weight_buffers(simd: list[str] | tuple[str, ...], override: str | None = None) -> tuple[str, str | None]:
+def cpu_weight_buffers(simd: list[str] | tuple[str, ...], override: str | None = None,
+                       prompt_only: bool = False) -> tuple[str, str | None]:
     """Which of llama.cpp's CPU "extra" weight buffers a model's weights may use: "all" (AMX
     tiles and repacked rows, as llama.cpp chooses), "repack" (repacked rows only, `repack.py`) or
     "off" (plain kernels), and the -v line when not "all".
@@ -229,18 +230,22 @@ def cpu_weight_buffers(simd: list[str] | tuple[str, ...], override: str | None =
     Qwen2.5-Coder 1.5B Q4_K_M decoded 1.34x faster with them than with plain kernels (1.33x with
     8 sequences), while prompts went 0.74x as fast (llama.cpp's tiled K-quant kernel, used for
     plain weights from 8 rows on, is faster there): a win unless a prompt is over ~7x longer than
-    its answer (README, Benchmarks). HEARTH_CPU_REPACK=1 (or all) allows all (AMX too), =repack the repacked rows
-    only, =0 (or off) none.
+    its answer (README, Benchmarks). So a `prompt_only` load (scoring) keeps plain kernels there.
+    HEARTH_CPU_REPACK=1 (or all) allows all (AMX too), =repack the repacked rows only (for any
+    load), =0 (or off) none.
     """
     choice = (override or "").strip().lower()
     if choice in ("1", "all"):
         return "all", None
     if choice in ("0", "off"):
         return "off", f"CPU weight repacking off (HEARTH_CPU_REPACK={choice})"
-    if choice == "repack" or "AMX_INT8" in simd:
-        why = "HEARTH_CPU_REPACK=repack" if choice == "repack" else \
-            "llama.cpp's AMX kernels crash on this CPU; HEARTH_CPU_REPACK=1 to try them, =0 for plain kernels"
-        return "repack", f"CPU weights: repacked rows without AMX ({why})"
+    if choice == "repack":
+        return "repack", "CPU weights: repacked rows without AMX (HEARTH_CPU_REPACK=repack)"
+    if "AMX_INT8" in simd:
+        if prompt_only:
+            return "off", "CPU weights: plain kernels for prompts only (repacked rows evaluate prompts slower)"
+        return "repack", ("CPU weights: repacked rows without AMX (llama.cpp's AMX kernels crash on this CPU; "
+                          "HEARTH_CPU_REPACK=1 to try them, =0 for plain kernels)")
     return "all", None
 
 
@@ -296,11 +301,15 @@ def speculation_kv_type(n_gpu_layers: int, flash_attn: bool | None, speculative:
 
 
 @functools.lru_cache(maxsize=1)
-def local_cpu_weight_buffers() -> str:
-    """`cpu_weight_buffers` for this machine, from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""
+def _local_simd() -> tuple[str, ...]:
+    """This machine's SIMD features from /proc/cpuinfo (cheap: no llama.cpp, no psutil)."""
     text = _read_text("/proc/cpuinfo") or ""
-    simd = simd_features(parse_cpuinfo(text).flags) if text else []
-    return cpu_weight_buffers(simd, os.environ.get("HEARTH_CPU_REPACK"))[0]
+    return tuple(simd_features(parse_cpuinfo(text).flags)) if text else ()
+
+
+def local_cpu_weight_buffers(prompt_only: bool = False) -> str:
+    """`cpu_weight_buffers` for this machine and the current HEARTH_CPU_REPACK."""
+    return cpu_weight_buffers(_local_simd(), os.environ.get("HEARTH_CPU_REPACK"), prompt_only)[0]
 
 
 def detect_memory() -> tuple[int, int]:

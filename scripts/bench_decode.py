@@ -94,13 +94,10 @@ def compare_weights(path: str, modes: list[str], args) -> None:
     """hearth under two weight-buffer modes, alternating, best round of each (see the docstring)."""
     import os
 
-    from hearth.runtime import hardware
-
     best: dict = {mode: {} for mode in modes}
     for _ in range(args.rounds):
         for mode in modes:
-            os.environ["HEARTH_CPU_REPACK"] = mode
-            hardware.local_cpu_weight_buffers.cache_clear()
+            os.environ["HEARTH_CPU_REPACK"] = mode  # read at each model load
             for width in sorted({1, args.width}):
                 row = bench_hearth(path, args.tokens, args.threads, args.ctx, width)
                 for key in ("prompt_tok_s", "decode_tok_s"):

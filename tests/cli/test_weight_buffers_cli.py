@@ -52,7 +52,7 @@ def test_scoring_keeps_plain_kernels_unless_repack_is_asked_for(gemma_model_path
     from hearth.runtime.engine import apply_weight_buffers
 
     monkeypatch.delenv("HEARTH_CPU_REPACK", raising=False)
-    monkeypatch.setattr(hardware, "local_cpu_weight_buffers", lambda: "repack")  # as on an AMX CPU
+    monkeypatch.setattr(hardware, "_local_simd", lambda: ("AVX2", "AVX512", "AMX_INT8"))  # as on an AMX CPU
     params = llama_cpp.llama_model_default_params()
     generating = apply_weight_buffers(params, gemma_model_path)
     assert generating is not None and params.use_extra_bufts is False
@@ -62,6 +62,7 @@ def test_scoring_keeps_plain_kernels_unless_repack_is_asked_for(gemma_model_path
     assert not params.tensor_buft_overrides and params.use_extra_bufts is False
     monkeypatch.setenv("HEARTH_CPU_REPACK", "repack")
     assert apply_weight_buffers(llama_cpp.llama_model_default_params(), gemma_model_path, prompt_only=True) is not None
-    monkeypatch.setattr(hardware, "local_cpu_weight_buffers", lambda: "all")  # no AMX: llama.cpp's own choice
+    monkeypatch.delenv("HEARTH_CPU_REPACK")
+    monkeypatch.setattr(hardware, "_local_simd", lambda: ("AVX2", "FMA"))  # no AMX: llama.cpp's own choice
     params = llama_cpp.llama_model_default_params()
     assert apply_weight_buffers(params, gemma_model_path) is None and params.use_extra_bufts is True

@@ -292,3 +292,12 @@ def test_the_cost_curve_key_tells_the_weight_buffers_apart(tmp_path):
     model.write_bytes(b"GGUF" + bytes(100))
     keys = {curve_key(model, {"cpu": "x", "cpu_weights": mode}, 2, 0) for mode in ("all", "repack", "off")}
     assert len(keys) == 3
+
+
+def test_prompt_only_loads_keep_plain_kernels_where_repack_is_only_the_default():
+    from hearth.runtime.hardware import cpu_weight_buffers
+
+    amx = ["AVX2", "AVX512", "AMX_INT8"]
+    assert cpu_weight_buffers(amx, prompt_only=True)[0] == "off"
+    assert cpu_weight_buffers(amx, "repack", prompt_only=True)[0] == "repack"  # asked for: kept
+    assert cpu_weight_buffers(["AVX2"], prompt_only=True) == ("all", None)
