@@ -119,27 +119,19 @@ def run_llama(llm, tokens: list[int], n: int, length: int) -> dict:
 
 
 def load_llama(path: str, threads: int, n_ctx: int, kv_type: int | None = None):
-    """llama-cpp-python's Llama with a prompt-lookup draft model, as hearth runs llama.cpp: CPU
-    weight repacking off (its AMX kernels crash on this project's Xeon VMs), flash attention on
-    (hearth leaves it to llama.cpp, which turns it on for the CPU) and hearth's KV cache type (BF16
-    when speculating on a CPU), so that both compute the same logits and greedy texts can be compared."""
-    import llama_cpp
+    """llama-cpp-python's Llama with a prompt-lookup draft model, as hearth runs llama.cpp: the CPU
+    weight buffers hearth chooses (`llama_reference`: on AMX CPUs repacked rows without AMX, whose
+    kernels crash on this project's Xeon VMs), flash attention on (what hearth loads to speculate on
+    a CPU) and hearth's KV cache type (BF16 when speculating on a CPU), so that both compute the same
+    logits with the same kernels and greedy texts can be compared."""
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-    defaults = llama_cpp.llama_cpp.llama_model_default_params
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from llama_reference import reference_llama
 
-    def without_repacking():
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    llama_cpp.llama_cpp.llama_model_default_params = without_repacking
-    try:
-        kv = {} if kv_type is None else {"type_k": kv_type, "type_v": kv_type}
-        return llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False,
-                               flash_attn=True, draft_model=LlamaPromptLookupDecoding(), **kv)
-    finally:
-        llama_cpp.llama_cpp.llama_model_default_params = defaults
+    kv = {} if kv_type is None else {"type_k": kv_type, "type_v": kv_type}
+    return reference_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False,
+                           flash_attn=True, draft_model=LlamaPromptLookupDecoding(), **kv)
 
 
 def bench_prompt(model, llm, name: str, args, lengths: list[int], saved: dict) -> dict:
