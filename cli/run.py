@@ -125,6 +125,9 @@ def speculative_lines(spec: dict) -> list[str]:
     chosen = " ".join(f"{n}×{c}" for n, c in spec["draft_length"]["chosen"].items())
     exact = (" · exact rows by KV position " + " ".join(f"{b}:{r}" for b, r in curve["exact_at"])
              if curve.get("exact_at") else f" · exact up to {curve['exact_rows']} rows")
+    layout = spec.get("layout")
+    laid_out = (f" ({layout['accepted']} of {layout['drafted']} copied across other whitespace)"
+                if layout and layout["drafted"] else "")
     return [f"cost curve ({curve['source']}; rows:cost of one row) {points} · best {curve['best_speedup']:.2f}x{exact}",
-            f"speculative ({spec['mode']}): drafted {spec['drafted']}, accepted {spec['accepted']}{share} · "
+            f"speculative ({spec['mode']}): drafted {spec['drafted']}, accepted {spec['accepted']}{share}{laid_out} · "
             f"{spec['tokens_per_step'] or 0:.2f} tok/step · draft lengths {chosen}"]

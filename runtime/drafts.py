@@ -1,8 +1,9 @@
-"""Where draft tokens come from: the text so far (prompt lookup) or a small second model.
+"""Where draft tokens come from: the text so far (prompt lookup, by tokens or, for an answer that
+lays the text out anew, by its bytes with whitespace set aside) or a small second model.
 
 A drafter proposes the tokens it guesses will follow a sequence's history; `speculative.py`
 decides how many of them to check and checks them in one llama_decode of the target model.
-Both drafters here propose deterministically (one guess per position), which keeps the
+Every drafter here proposes deterministically (one guess per position), which keeps the
 acceptance rule at temperature > 0 simple and exact (see `speculative.accept_draft_token`).
 """
 
@@ -68,6 +69,152 @@ class PromptLookup:
                     self.track = start  # followed if the next token is history[start]
                 return history[start:start + limit], n
         return [], 0
+
+
+LAYOUT = ON_TRACK + 1  # the key of a proposal copied across other whitespace (`LayoutLookup`)
+LAYOUT_MATCH = 8  # non-whitespace bytes the answer must share with the reference to start a track
+WHITESPACE = b" \t\r\n"
+_WORD = 0x61  # the class of letters, digits, "_" and non-ASCII bytes (see `_char_class`)
+
+
+def _char_class(byte: int) -> int:
+    """Bytes that behave alike around whitespace: word characters share one class; punctuation
+    keeps its own (`{` then `"` is laid out unlike `,` then `"`)."""
+    return _WORD if byte >= 0x80 or chr(byte).isalnum() or byte == 0x5F else byte
+
+
+_MIXED = ("mixed",)  # a partial layout key seen with different whitespace
+
+
+def _gap_kind(gap: bytes) -> int:
+    return 2 if b"\n" in gap else 1 if gap else 0
+
+
+class LayoutLookup:
+    """Drafts for answers that copy the reference with other whitespace: JSON reformatted with
+    indentation, code re-indented or minified, a list rewrapped.
+
+    Token n-grams miss these (indenting puts newlines and spaces between the input's tokens, and
+    the tokens themselves merge differently), so this works on bytes with whitespace set aside:
+    the answer's last LAYOUT_MATCH non-whitespace bytes are found in the reference's, and the
+    reference's next bytes are proposed, laid out as the answer lays them out. The layout is learnt
+    from the answer itself: for each pair of neighbouring characters (by class, and whether the
+    reference had no whitespace, a space or a line break between them) the whitespace the answer
+    put there — a line break is kept as "so many newlines, then the indentation of the line before
+    plus d". A pair not seen yet keeps the reference's own whitespace. Text in, text out: the caller
+    tokenizes the proposal.
+    """
+
+    def __init__(self, reference: bytes = b""):
+        self.ref: bytearray = bytearray()  # the reference's non-whitespace bytes
+        self.ref_kind: list[int] = []  # whitespace kind before each of them
+        self.ref_gap: list[bytes] = []  # ... and the whitespace itself
+        self._starts: dict[bytes, list[int]] = {}  # LAYOUT_MATCH bytes -> where their continuations start
+        gap = bytearray()
+        for byte in reference:
+            if byte in WHITESPACE:
+                gap += bytes((byte,))
+                continue
+            self.ref.append(byte)
+            self.ref_kind.append(_gap_kind(gap))
+            self.ref_gap.append(bytes(gap))
+            gap.clear()
+            end = len(self.ref)
+            if end >= LAYOUT_MATCH:
+                self._starts.setdefault(bytes(self.ref[end - LAYOUT_MATCH:end]), []).append(end)
+        self.out = bytearray()  # the answer's non-whitespace bytes
+        self.gap = bytearray()  # whitespace written since the last of them
+        self.indent = b""  # leading whitespace of the line of the last non-whitespace byte
+        self.track: int | None = None  # where the answer is expected to go on: ref[track]
+        self.last = 0  # where the last track was lost: the answer copies in order
+        # (class before, class after, reference's whitespace kind) -> shape; either class None:
+        # any byte there (or _MIXED where those differed)
+        self.layout: dict[tuple, tuple] = {}
+
+    def extend(self, text: bytes) -> None:
+        for byte in text:
+            if byte in WHITESPACE:
+                self.gap.append(byte)
+                continue
+            if self.track is not None and self.track < len(self.ref) and self.ref[self.track] == byte:
+                if self.out:
+                    self._learn(self.out[-1], byte, self.ref_kind[self.track], self._shape(bytes(self.gap)))
+                self.track += 1
+            else:
+                if self.track is not None:
+                    self.last = self.track
+                self.track = self._find(len(self.out) + 1, byte)
+            if b"\n" in self.gap:
+                self.indent = bytes(self.gap[self.gap.rfind(b"\n") + 1:])
+            self.out.append(byte)
+            self.gap.clear()
+
+    def _learn(self, prev: int, byte: int, kind: int, shape: tuple) -> None:
+        before, after = _char_class(prev), _char_class(byte)
+        self.layout[(before, after, kind)] = shape
+        for partial in ((None, after, kind), (before, None, kind)):
+            seen = self.layout.get(partial, shape)
+            self.layout[partial] = shape if seen == shape else _MIXED
+
+    def _layout_of(self, prev: int, byte: int, kind: int) -> tuple | None:
+        """The whitespace shape between two bytes: as laid out before for the same pair, else as
+        before the same next byte (closing brackets), else after the same previous one (commas,
+        opening brackets), where those were always laid out alike; None: nothing learnt."""
+        before, after = _char_class(prev), _char_class(byte)
+        for key in ((before, after, kind), (None, after, kind), (before, None, kind)):
+            shape = self.layout.get(key)
+            if shape is not None and shape is not _MIXED:
+                return shape
+        return None
+
+    def _find(self, length: int, byte: int) -> int | None:
+        """Where the reference goes on after the answer's last LAYOUT_MATCH bytes (with `byte`, not
+        appended yet): the first occurrence after the track just lost, else the first one."""
+        if length < LAYOUT_MATCH:
+            return None
+        starts = self._starts.get(bytes(self.out[length - LAYOUT_MATCH:]) + bytes((byte,)))
+        if not starts:
+            return None
+        return next((start for start in starts if start >= self.last), starts[0])
+
+    def _shape(self, gap: bytes) -> tuple:
+        if b"\n" not in gap:
+            return ("same", gap)
+        line = gap[gap.rfind(b"\n") + 1:]
+        if line.strip(b" ") and line.strip(b"\t"):  # mixed tabs and spaces: kept as written
+            return ("same", gap)
+        return ("line", gap.count(b"\n"), len(line) - len(self.indent), line[:1] or b" ")
+
+    def propose(self, max_bytes: int = 64) -> bytes:
+        """The text expected next (possibly cut short anywhere: the caller drops its last token)."""
+        track = self.track
+        if track is None or track >= len(self.ref) or not self.out:
+            return b""
+        pending = bytes(self.gap)  # whitespace already written after the last byte
+        prev, indent, draft = self.out[-1], self.indent, bytearray()
+        while track < len(self.ref) and len(draft) < max_bytes:
+            byte = self.ref[track]
+            shape = self._layout_of(prev, byte, self.ref_kind[track])
+            if shape is None:
+                gap = self.ref_gap[track]
+            elif shape[0] == "same":
+                gap = shape[1]
+            else:
+                _, newlines, delta, unit = shape
+                width = max(0, len(indent) + delta)
+                indent = indent[:width] if delta <= 0 else indent + unit * delta
+                gap = b"\n" * newlines + indent
+            if pending:
+                if not gap.startswith(pending):
+                    return bytes(draft)
+                gap, pending = gap[len(pending):], b""
+            if b"\n" in gap:
+                indent = gap[gap.rfind(b"\n") + 1:]
+            draft += gap
+            draft.append(byte)
+            prev = byte
+            track += 1
+        return bytes(draft)
 
 
 class ModelDrafter:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import CostCurve
-from .drafts import ON_TRACK, ModelDrafter, PromptLookup
+from .drafts import LAYOUT, ON_TRACK, LayoutLookup, ModelDrafter, PromptLookup
 
 MAX_DRAFT = 15  # drafted tokens per step at most (16 rows: the widest the curve measures)
 GAIN_MARGIN = 1.03  # draft only when the expected rate beats plain decode by 3%: curves are noisy
@@ -39,6 +39,7 @@ PRIOR_RATE, PRIOR_WEIGHT = 0.5, 2.0  # the acceptance rate before anything is ob
 # and its next token, so it is likely copying on (the observed rate takes over within a few drafts)
 TRACK_PRIOR_RATE = 0.8
 DECAY = 0.95  # per observed draft token: the rate follows the last few dozen tokens
+LAYOUT_BYTES = 64  # text a layout proposal is tokenized from, at most (8 bytes a token asked, plus 2)
 PROBE_EVERY = 16  # draft model, not drafting: draft one token every this many steps to re-measure
 
 
@@ -122,7 +123,7 @@ class AcceptanceRate:
 
     def rate(self, key: int) -> float:
         accepted, seen = self._counts.get(key, (0.0, 0.0))
-        prior = TRACK_PRIOR_RATE if key == ON_TRACK else PRIOR_RATE
+        prior = TRACK_PRIOR_RATE if key in (ON_TRACK, LAYOUT) else PRIOR_RATE
         return (accepted + prior * PRIOR_WEIGHT) / (seen + PRIOR_WEIGHT)
 
 
@@ -134,6 +135,8 @@ class SpecStats:
     accepted: int = 0
     emitted: int = 0  # tokens the steps produced (accepted drafts + one per step)
     draft_s: float = 0.0  # time spent drafting (a draft model's decode calls)
+    layout_drafted: int = 0  # lookup: of `drafted`/`accepted`, those copied across other whitespace
+    layout_accepted: int = 0
     lengths: dict[int, int] = field(default_factory=dict)  # chosen draft length -> steps
 
     def to_dict(self) -> dict:
@@ -144,6 +147,8 @@ class SpecStats:
             "draft_length": {"mean": round(self.drafted / self.steps, 3) if self.steps else 0.0,
                              "chosen": {str(n): c for n, c in sorted(self.lengths.items())}},
             "draft_s": round(self.draft_s, 4),
+            **({"layout": {"drafted": self.layout_drafted, "accepted": self.layout_accepted}}
+               if self.kind == "lookup" else {}),
         }
 
 
@@ -162,6 +167,10 @@ class SpeculativeSample:
         # The history (prompt + tokens so far), for both kinds; lookup also searches the reference.
         self.reference = len(speculation.reference) if self.drafter is None else 0
         self.lookup = PromptLookup([*speculation.reference[:self.reference], *prompt])
+        # ... and the same text with its whitespace set aside (an answer that reformats it)
+        self.model = engine.model
+        self.layout = (LayoutLookup(b"".join(map(self.model.piece, self.lookup.history)))
+                       if self.drafter is None else None)
         self.rates = AcceptanceRate()
         self.stats = SpecStats(speculation.kind)
         self.pending: list[int] = []  # drafted tokens of the step being decoded
@@ -188,6 +197,10 @@ class SpeculativeSample:
         drafts: list[int] = []
         if limit and self.drafter is None:
             proposal, self.key = self.lookup.propose(limit)
+            if self.key != ON_TRACK:  # not copying tokens: maybe copying text laid out anew
+                laid_out = self._layout_proposal(limit)
+                if laid_out:
+                    proposal, self.key = laid_out, LAYOUT
             n = choose_draft_length(self.speculation.curve, self.rates.rate(self.key), len(proposal), 0.0, limit,
                                     others)
             drafts = proposal[:n]
@@ -201,6 +214,15 @@ class SpeculativeSample:
         self.stats.steps += 1
         self.stats.lengths[len(drafts)] = self.stats.lengths.get(len(drafts), 0) + 1
         return drafts
+
+    def _layout_proposal(self, limit: int) -> list[int]:
+        """`LayoutLookup`'s text as tokens: its last token is dropped (the text may be cut inside
+        it), and text that does not start on a character boundary is not proposed."""
+        text = self.layout.propose(min(LAYOUT_BYTES, 8 * (limit + 2)))
+        if not text or 0x80 <= text[0] < 0xC0:
+            return []
+        tokens = self.model.tokenize(text.decode("utf-8", errors="ignore"), add_special=False, parse_special=False)
+        return tokens[:-1][:limit]
 
     def _model_drafts(self, limit: int, others: int = 0) -> list[int]:
         spec = self.speculation
@@ -233,6 +255,9 @@ class SpeculativeSample:
             self.rates.observe(self.key, accepted, rejected=accepted < len(drafts))
             self.stats.drafted += len(drafts)
             self.stats.accepted += accepted
+            if self.key == LAYOUT:
+                self.stats.layout_drafted += len(drafts)
+                self.stats.layout_accepted += accepted
         self.stats.emitted += len(emitted)
         for token, _row in emitted:
             self._observe(token)
@@ -254,6 +279,8 @@ class SpeculativeSample:
     def _observe(self, token: int) -> None:
         """A token joins the history; a pending shadow draft is scored against it."""
         self.lookup.extend([token])
+        if self.layout is not None:
+            self.layout.extend(self.model.piece(token))
         if self.shadow is None:
             return
         key, proposal, matched = self.shadow

@@ -41,12 +41,19 @@ CODE = '''def parse(path):
 def load_all(paths):
     return [parse(path) for path in paths]
 '''
+# minified JSON, then the start of it indented: both test models go on indenting it, so the answer
+# copies the reference with other whitespace (drafted by `drafts.LayoutLookup`)
+_DOC = ('{"service":"hearth","version":3,"limits":{"max_tokens":4096,"parallel":16,"timeout_s":30},'
+        '"tags":["lookup","draft","batch"],"owner":{"team":"runtime","id":7,"contact":"ops@example.org"}}')
+REFORMAT = ("Minified JSON:\n" + _DOC + "\n\nThe same JSON, indented with two spaces:\n"
+            '{\n  "service": "hearth",\n  "version": 3,\n  ')
 PROMPTS = [
     "Rename the function parse to parse_config in this code. Output only the code.\n\n" + CODE,
     'Reformat this JSON with two-space indentation:\n{"name": "hearth", "version": 3, "tags": ["llm", "local"], '
     '"owner": {"name": "Ada", "id": 7}}',
     "Write a short story about a lighthouse keeper.",
     "Count from 1 to 25, separated by commas.",
+    REFORMAT,
     # ~230 prompt tokens, decoded on past 256 positions, where with an F16 KV cache this project's Xeon computes
     # no call of several rows exactly
     "Repeat this code exactly, twice.\n\n" + CODE + "\n" + CODE,
@@ -77,6 +84,8 @@ def check_lookup_equals_plain(path, template: bool) -> None:
             if prompt is PROMPTS[-1] and curve.exact_rows_from(len(tokens)) > 1 and any(
                     line.strip() in plain.text for line in CODE.splitlines() if len(line.strip()) >= 20):
                 assert forced.spec.stats.drafted > 0  # it copies a line of the code (up to ~320 positions), exact calls: drafted
+            if prompt is REFORMAT and curve.exact_rows_from(len(tokens)) > 1 and '"max_tokens": 4096,\n' in plain.text:
+                assert forced.spec.stats.layout_drafted > 0  # it indents what the prompt has minified
             drafted, accepted = drafted + forced.spec.stats.drafted, accepted + forced.spec.stats.accepted
             chosen = model.generate(prompt, template=template, temperature=0, max_tokens=N_TOKENS, lookup=True)
             assert chosen.text == plain.text, prompt[:40]

@@ -143,6 +143,10 @@ class FakeModel:
     def piece(self, token: int) -> bytes:
         return f"t{token} ".encode()
 
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """`piece`'s inverse: whole "t<n>" words only."""
+        return [int(word[1:]) for word in text.split() if word[:1] == "t" and word[1:].isdigit()]
+
 
 class FakeEngine:
     def __init__(self, n_seq_max: int = 4, n_ctx: int = 4096, kv_unified: bool = True, n_batch: int = 64):

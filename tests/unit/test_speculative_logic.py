@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from fake_engine import FakeEngine, reference_tokens
+from fake_engine import FakeEngine, FakeModel, reference_tokens
 
 from hearth.runtime import costs
 from hearth.runtime.costs import CostCurve
-from hearth.runtime.drafts import ON_TRACK, PromptLookup
+from hearth.runtime.drafts import ON_TRACK, LayoutLookup, PromptLookup
 from hearth.runtime.sampling import SamplingParams
 from hearth.runtime.scheduler import GenRequest, Scheduler
 from hearth.runtime.speculative import (AcceptanceRate, SpeculativeSample, Speculation, accept_draft_token,
@@ -63,6 +63,67 @@ def test_lookup_sync_appends_only_new_tokens():
     lookup.sync([1, 2, 1, 2])
     assert lookup.history == [1, 2, 1, 2]
     assert lookup.propose(4) == ([1, 2], 2)
+
+
+# -- layout lookup: the reference copied with other whitespace --------------------------------------
+DOC = {"service": "hearth", "limits": {"max_tokens": 4096, "parallel": 16}, "tags": ["a b", "c"],
+       "models": [{"name": "qwen", "quant": "Q4_K_M", "default": True},
+                  {"name": "smol", "quant": "Q4_1", "default": False}], "owner": {"team": "runtime"}}
+
+
+def _replay(reference: str, answer: str, size: int = 24) -> list[tuple[int, bytes]]:
+    """Feed `answer` byte by byte; (position, proposal) wherever a proposal is made."""
+    lookup, data, made = LayoutLookup(reference.encode()), answer.encode(), []
+    for position in range(len(data)):
+        proposal = lookup.propose(size)
+        if proposal:
+            made.append((position, proposal))
+        lookup.extend(data[position:position + 1])
+    return made
+
+
+def test_layout_lookup_drafts_a_reformatted_json_once_it_has_seen_the_layout():
+    minified, indented = json.dumps(DOC, separators=(",", ":")), json.dumps(DOC, indent=2)
+    made = _replay("Reformat this JSON:\n" + minified, indented)
+    data = indented.encode()
+    right = [position for position, proposal in made if data.startswith(proposal, position)]
+    half = len(data) // 2
+    assert len(made) > len(data) * 3 // 4  # a track nearly all the way
+    second_half = [p for p, _ in made if p >= half]
+    assert second_half and all(p in right for p in second_half)  # every pair laid out by then
+    assert b'"a b"' in b"".join(proposal for _, proposal in made)  # whitespace inside strings kept
+
+
+def test_layout_lookup_drafts_minified_text_from_an_indented_reference():
+    made = _replay(json.dumps(DOC, indent=4), json.dumps(DOC, separators=(",", ":")))
+    data = json.dumps(DOC, separators=(",", ":")).encode()
+    late = [(p, proposal) for p, proposal in made if p >= len(data) // 2]
+    assert late and all(data.startswith(proposal, p) for p, proposal in late)
+
+
+def test_layout_lookup_copies_the_reference_whitespace_where_nothing_was_learnt():
+    reference = "def total(items):\n    return sum(item.price for item in items)\n"
+    lookup = LayoutLookup(reference.encode())
+    lookup.extend(b"def total(it")
+    assert lookup.propose(200) == b"ems):\n    return sum(item.price for item in items)"
+
+
+def test_layout_lookup_continues_whitespace_already_written():
+    lookup = LayoutLookup(b'{"alpha":1,"beta":2,"gamma":3}')
+    lookup.extend(b'{\n  "alpha": 1,\n  "beta": 2,\n')  # the newline after "2," is out, not the indent
+    assert lookup.propose(30).startswith(b'  "gamma": 3')  # the indent, then the pair as laid out
+    lookup.extend(b"\t")  # whitespace the layout would not have written: no proposal
+    assert lookup.propose(9) == b""
+
+
+def test_layout_lookup_follows_the_reference_in_order_and_proposes_nothing_off_it():
+    reference = b'[{"name":"first","x":1},{"name":"second","x":2}]'
+    lookup = LayoutLookup(reference)
+    lookup.extend(b'[{"name":"first","x":1},{"name":"')  # "name":" occurs twice: the later one is next
+    assert lookup.propose(6) == b"second"
+    lookup.extend(b"third")
+    assert lookup.track is None and lookup.propose(6) == b""
+    assert LayoutLookup(b"").propose(5) == b"" and LayoutLookup(reference).propose(5) == b""
 
 
 # -- the policy ---------------------------------------------------------------------------------------
@@ -158,6 +219,8 @@ class _ToySampler:
 
 
 class _ToyEngine:
+    model = FakeModel()
+
     def sampler(self, params, seed, draw=True):
         assert not draw  # temperature > 0: the draw is speculative decoding's
         return _ToySampler()
