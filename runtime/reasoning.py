@@ -37,10 +37,24 @@ CONFIDENCE_TOP_K = 5  # candidates per token in DeepConf's token confidence
 ADAPTIVE_STOP_RULE = StopRule(window=3, min_samples=3, threshold=0.8, give_up=False)
 
 # How adaptive mode spends samples with L live at once (`study_stopping.py --walls`, dev split 0-99,
-# K=8, the rule above): L -> (tokens as a share of all K samples', mean samples live per decode
-# step). Accuracy stayed within a problem of plain SC's from 1 to 7 live (2 lower at 8: noise).
-ADAPTIVE_LIVE_PROFILE = {1: (0.62, 1.00), 2: (0.63, 1.63), 3: (0.63, 1.93), 4: (0.66, 2.51),
-                         5: (0.72, 3.20), 6: (0.77, 4.16), 7: (0.84, 5.18), 8: (0.92, 6.89)}
+# K=8, the rule above, min-p 0): L -> its decode steps with 1, 2, ..., L samples live, each as a
+# share of plain SC's tokens (so sum(n * steps[n - 1]) is the tokens' share: 0.64 at 1 to 4 live,
+# 0.78 at 6, 0.92 at 8). Accuracy stayed within a problem of plain SC's from 1 to 7 live (2 lower
+# at 8: noise). The steps are kept by live count, not as a mean, because a CPU's curve need not
+# rise with the rows: with repacked weights on this project's Xeon 4 rows cost less than 3 (a gemm
+# from 4 on), and a mean of 2.5 or 4.2 live priced by interpolation predicted 6 live 23% faster
+# than 4, where real runs took the same wall (443.5 s and 445.8 s for 8 held-out problems, 2026-12-05)
+# and the steps priced one by one say 3% (README: Reasoning mode).
+ADAPTIVE_LIVE_PROFILE = {
+    1: (0.6405,),
+    2: (0.1363, 0.252),
+    3: (0.1219, 0.1051, 0.1027),
+    4: (0.0783, 0.0655, 0.0257, 0.0962),
+    5: (0.0496, 0.0428, 0.0158, 0.0232, 0.0906),
+    6: (0.0352, 0.0236, 0.0084, 0.0136, 0.0254, 0.0823),
+    7: (0.0265, 0.0051, 0.0061, 0.008, 0.0144, 0.0215, 0.0795),
+    8: (0.0028, 0.0033, 0.0036, 0.0052, 0.0079, 0.0119, 0.0231, 0.076),
+}
 # Live counts whose expected wall is within 10% of the fastest count as fast, and the fewest of them
 # is taken: the tokens it saves are decode time other requests get on a shared engine.
 NEAR_FASTEST = 1.10
@@ -78,9 +92,9 @@ def parallel_for(k: int, on_gpu: bool, curve=None, adaptive: bool = True) -> int
     throughput on this machine's measured cost curve (`costs.CostCurve`), or all K.
 
     Adaptive stopping: more live samples decode faster per token on most machines, but the vote
-    settles while some are still running, wasted. ADAPTIVE_LIVE_PROFILE says how many tokens each
-    live count L spends and how many samples are live on average; the expected decode wall is
-    tokens(L) / throughput(mean live(L)) on the curve. Of the live counts within 10% of the
+    settles while some are still running, wasted. ADAPTIVE_LIVE_PROFILE says how many decode steps
+    each live count L makes with 1..L samples live; the expected decode wall prices each on the
+    curve (`adaptive_wall`). Of the live counts within 10% of the
     fastest, the fewest (fewest tokens). A GPU's flat curve gives all K (up to 8); a
     compute-bound CPU's fewer; no curve: 2 on a CPU, K (up to 8) on a GPU.
     """
@@ -96,9 +110,8 @@ def parallel_for(k: int, on_gpu: bool, curve=None, adaptive: bool = True) -> int
 
 def adaptive_wall(live: int, curve) -> float:
     """Adaptive mode's expected decode wall with `live` samples at once, in single-row steps per
-    sample (ADAPTIVE_LIVE_PROFILE priced on the cost curve)."""
-    share, mean_live = ADAPTIVE_LIVE_PROFILE[live]
-    return share * curve.relative(mean_live) / mean_live
+    token of plain SC (ADAPTIVE_LIVE_PROFILE's steps, each priced on the cost curve)."""
+    return sum(steps * curve.relative(n) for n, steps in enumerate(ADAPTIVE_LIVE_PROFILE[live], start=1))
 
 
 @dataclass

@@ -294,12 +294,16 @@ def walls(problems: list[dict], k: int, curve, policy_name: str = "hearth") -> N
     base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in problems]
     print(f"  adaptive '{policy_name}' by live samples (wall: decode steps priced by the cost curve,"
           f" a share of SC K={k} with all {k} live):")
+    profile = {}
     for live in range(1, k + 1):
         steps: dict = {}
         right, spent = score(problems, k, replace(POLICIES[policy_name], parallel=live), steps=steps)
         mean_live = spent / sum(steps.values())
+        profile[live] = tuple(round(steps.get(n, 0) / full, 4) for n in range(1, live + 1))
         print(f"    live {live}: tokens {spent / full:.2f}  wall {steps_wall(steps, curve) / sc_wall:.2f}"
               f"  mean live {mean_live:.2f}  {accuracy(right)}  {paired(right, base)}")
+    print("  as reasoning.ADAPTIVE_LIVE_PROFILE (live -> decode steps with 1, 2, ... samples live, per token of SC):")
+    print("    " + repr(profile))
 
 
 # ---------------------------------------------------------------- reports
