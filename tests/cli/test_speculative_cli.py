@@ -19,6 +19,9 @@ def test_run_lookup_json_reports_drafts_and_the_cost_curve(hearth):
     assert spec["steps"] > 0 and 0 <= spec["accepted"] <= spec["drafted"]
     assert sum(spec["draft_length"]["chosen"].values()) == spec["steps"]
     assert spec["draft_length"]["mean"] == round(spec["drafted"] / spec["steps"], 3)
+    layout = spec["layout"]  # the drafts copied across other whitespace, a part of the above
+    assert 0 <= layout["accepted"] <= layout["drafted"] <= spec["drafted"]
+    assert layout["accepted"] <= spec["accepted"]
     curve = spec["cost_curve"]
     assert curve["widths"][0] == 1 and curve["relative"][0] == 1.0 and curve["exact_rows"] >= 1
     assert "speculative" not in reference["timings"]
