@@ -412,11 +412,13 @@ def prompts(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
         ref = ref or (greedy, voted)
 
 
-def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
+def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int, live: int | None = None) -> None:
     """Sampling settings compared (one recording per setting, same prompt): on the problems every
     recording holds, per setting the accuracy of one sample, of SC K=k and of the adaptive
     defaults (tokens as a share of SC's), how often some sample is right (pass@k), and how many
-    distinct answers k samples give (diversity: does min-p collapse it?). Paired with the first."""
+    distinct answers k samples give (diversity: does min-p collapse it?). Paired with the first.
+    `live`: adaptive mode's live samples (default: the policy's 2)."""
+    policy = replace(POLICIES["hearth"], parallel=live) if live else POLICIES["hearth"]
     common = set.intersection(*({p["problem"] for p in probs} for _, _, probs in recordings))
     print(f"  {len(common)} problems in every recording, K={k}; paired with the first recording")
     ref = None
@@ -424,7 +426,7 @@ def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int) -> None:
         probs = sorted((p for p in probs if p["problem"] in common), key=lambda p: p["problem"])
         kk = min(k, min(len(p["samples"]) for p in probs))
         first = [same_number(p["samples"][0]["answer"], p["gold"]) for p in probs]
-        adaptive, spent = score(probs, kk, POLICIES["hearth"])
+        adaptive, spent = score(probs, kk, policy)
         covered = [any(same_number(s["answer"], p["gold"]) for s in p["samples"][:kk]) for p in probs]
         distinct = statistics.mean(len({s["answer"] for s in p["samples"][:kk]}) for p in probs)
         majorities = [sc(p["samples"][:kk]) for p in probs]
@@ -472,7 +474,7 @@ def main() -> None:
     if args.prompts:
         return prompts(loaded, args.k)
     if args.sampling:
-        return sampling(loaded, args.k)
+        return sampling(loaded, args.k, args.live)
     path, settings, problems = loaded[0]
     print(f"{path}: {len(problems)} {args.split} problems, {settings}")
     if args.grid:
