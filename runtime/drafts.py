@@ -204,12 +204,12 @@ class LayoutLookup:
                 width = max(0, len(indent) + delta)
                 indent = indent[:width] if delta <= 0 else indent + unit * delta
                 gap = b"\n" * newlines + indent
+            if b"\n" in gap:
+                indent = gap[gap.rfind(b"\n") + 1:]
             if pending:
                 if not gap.startswith(pending):
                     return bytes(draft)
                 gap, pending = gap[len(pending):], b""
-            if b"\n" in gap:
-                indent = gap[gap.rfind(b"\n") + 1:]
             draft += gap
             draft.append(byte)
             prev = byte

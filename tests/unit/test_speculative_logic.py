@@ -112,6 +112,10 @@ def test_layout_lookup_continues_whitespace_already_written():
     lookup = LayoutLookup(b'{"alpha":1,"beta":2,"gamma":3}')
     lookup.extend(b'{\n  "alpha": 1,\n  "beta": 2,\n')  # the newline after "2," is out, not the indent
     assert lookup.propose(30).startswith(b'  "gamma": 3')  # the indent, then the pair as laid out
+    nested = LayoutLookup(b'{"alpha":{"beta":1,"gamma":2,"delta":{"eps":3,"zeta":4},"eta":5}}')
+    nested.extend(b'{\n  "alpha": {\n    "beta": 1,\n    "gamma": 2,\n    "delta": {\n')
+    # the line break after "{" is out, one level deeper: the lines after it keep the new indent
+    assert nested.propose(60).startswith(b'      "eps": 3,\n      "zeta": 4')
     lookup.extend(b"\t")  # whitespace the layout would not have written: no proposal
     assert lookup.propose(9) == b""
 
