@@ -75,15 +75,13 @@ LAYOUT = ON_TRACK + 1  # the key of a proposal copied across other whitespace (`
 LAYOUT_MATCH = 8  # non-whitespace bytes the answer must share with the reference to start a track
 WHITESPACE = b" \t\r\n"
 _WORD = 0x61  # the class of letters, digits, "_" and non-ASCII bytes (see `_char_class`)
+_MIXED = ("mixed",)  # a partial layout key seen with different whitespace
 
 
 def _char_class(byte: int) -> int:
     """Bytes that behave alike around whitespace: word characters share one class; punctuation
     keeps its own (`{` then `"` is laid out unlike `,` then `"`)."""
     return _WORD if byte >= 0x80 or chr(byte).isalnum() or byte == 0x5F else byte
-
-
-_MIXED = ("mixed",)  # a partial layout key seen with different whitespace
 
 
 def _gap_kind(gap: bytes) -> int:
@@ -107,8 +105,7 @@ class LayoutLookup:
 
     def __init__(self, reference: bytes = b""):
         self.ref: bytearray = bytearray()  # the reference's non-whitespace bytes
-        self.ref_kind: list[int] = []  # whitespace kind before each of them
-        self.ref_gap: list[bytes] = []  # ... and the whitespace itself
+        self.ref_gap: list[bytes] = []  # the whitespace before each of them
         self._starts: dict[bytes, list[int]] = {}  # LAYOUT_MATCH bytes -> where their continuations start
         gap = bytearray()
         for byte in reference:
@@ -116,7 +113,6 @@ class LayoutLookup:
                 gap += bytes((byte,))
                 continue
             self.ref.append(byte)
-            self.ref_kind.append(_gap_kind(gap))
             self.ref_gap.append(bytes(gap))
             gap.clear()
             end = len(self.ref)
@@ -138,12 +134,12 @@ class LayoutLookup:
                 continue
             if self.track is not None and self.track < len(self.ref) and self.ref[self.track] == byte:
                 if self.out:
-                    self._learn(self.out[-1], byte, self.ref_kind[self.track], self._shape(bytes(self.gap)))
+                    self._learn(self.out[-1], byte, _gap_kind(self.ref_gap[self.track]), self._shape(bytes(self.gap)))
                 self.track += 1
             else:
                 if self.track is not None:
                     self.last = self.track
-                self.track = self._find(len(self.out) + 1, byte)
+                self.track = self._find(byte)
             if b"\n" in self.gap:
                 self.indent = bytes(self.gap[self.gap.rfind(b"\n") + 1:])
             self.out.append(byte)
@@ -167,12 +163,13 @@ class LayoutLookup:
                 return shape
         return None
 
-    def _find(self, length: int, byte: int) -> int | None:
-        """Where the reference goes on after the answer's last LAYOUT_MATCH bytes (with `byte`, not
-        appended yet): the first occurrence after the track just lost, else the first one."""
-        if length < LAYOUT_MATCH:
+    def _find(self, byte: int) -> int | None:
+        """Where the reference goes on after the answer's last LAYOUT_MATCH bytes (`byte`, not
+        appended yet, the last of them): the first occurrence after the track just lost, else the
+        first one."""
+        if len(self.out) + 1 < LAYOUT_MATCH:
             return None
-        starts = self._starts.get(bytes(self.out[length - LAYOUT_MATCH:]) + bytes((byte,)))
+        starts = self._starts.get(bytes(self.out[len(self.out) + 1 - LAYOUT_MATCH:]) + bytes((byte,)))
         if not starts:
             return None
         return next((start for start in starts if start >= self.last), starts[0])
@@ -194,7 +191,7 @@ class LayoutLookup:
         prev, indent, draft = self.out[-1], self.indent, bytearray()
         while track < len(self.ref) and len(draft) < max_bytes:
             byte = self.ref[track]
-            shape = self._layout_of(prev, byte, self.ref_kind[track])
+            shape = self._layout_of(prev, byte, _gap_kind(self.ref_gap[track]))
             if shape is None:
                 gap = self.ref_gap[track]
             elif shape[0] == "same":
