@@ -77,8 +77,43 @@ def read_existing(path: Path, header: dict) -> set[int]:
 def sample_row(sample, mode: str) -> dict:
     from hearth.runtime.answers import final_answer
 
-    return {"answer": final_answer(sample.text, mode), "tokens": len(sample.tokens), "finish": sample.finish_reason,
-            "confidences": [round(c, 3) for c in sample.token_confidences]}
+    fork = getattr(sample, "fork", None)
+    row = {"answer": final_answer((fork[2] if fork else "") + sample.text, mode), "tokens": len(sample.tokens),
+           "finish": sample.finish_reason, "confidences": [round(c, 3) for c in sample.token_confidences]}
+    if fork:
+        row["source"], row["prefix"] = fork[0], fork[1]
+    return row
+
+
+def fork_point(engine, tokens: list[int]) -> int:
+    """Tokens of `tokens` up to its last line break at or before half of them (0: none)."""
+    best = 0
+    for i, token in enumerate(tokens[: len(tokens) // 2]):
+        if b"\n" in engine.model.piece(token):
+            best = i + 1
+    return best
+
+
+def fork_samples(engine, requests, results, args, sampled, group, hooks) -> list[list]:
+    """The prefix-sharing arm's later samples: per problem K - N samples continuing the most
+    confident of its N independent samples from its fork point (a prompt of prompt + prefix)."""
+    from hearth.runtime.requests import GenRequest
+    from hearth.runtime.scheduler import Scheduler
+    from hearth.runtime.stopping import lowest_group_confidence
+
+    later, prefixes = [], []
+    for index, request, firsts in zip(group, requests, results):
+        source = max(firsts, key=lambda s: lowest_group_confidence(s.token_confidences))
+        cut = fork_point(engine, source.tokens)
+        prefixes.append((source.index, cut, engine.model.detokenize(source.tokens[:cut])))
+        seeds = [100_000 * index + i for i in range(args.fork, args.k)]
+        later.append(GenRequest(request.prompt + source.tokens[:cut], sampled, args.max_tokens - cut,
+                                n=args.k - args.fork, seeds=seeds, confidence_top_k=request.confidence_top_k))
+    out = Scheduler(engine).run(later, hooks)
+    for samples, (source, cut, text) in zip(out, prefixes):
+        for sample in samples:
+            sample.fork = (source, cut, text)
+    return out
 
 
 def main() -> None:
@@ -98,9 +133,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--together", type=int, default=1, help="problems decoded together (wider calls: faster where the cost curve rises)")
     ap.add_argument("--streams", action="store_true", help="one KV stream per sequence (attention spans its own tokens only)")
+    ap.add_argument("--fork", type=int, default=0, metavar="N",
+                    help="the prefix-sharing arm: N independent samples, then the other K - N continue the most"
+                         " confident of them (lowest-window weight) from its last line break at or before half its"
+                         " tokens; their rows count only the tokens they generate (`prefix`: the tokens shared)")
     args = ap.parse_args()
     if args.k == 0 and args.no_greedy:
         sys.exit("error: -k 0 records the greedy answer only; --no-greedy leaves nothing to record")
+    if args.fork and not (0 < args.fork < args.k and args.no_greedy):
+        sys.exit("error: --fork N needs 0 < N < K and --no-greedy")
 
     from hearth.runtime.answers import answer_line_complete
     from hearth.runtime.engine import ContextConfig, Engine, set_llama_logging
@@ -119,6 +160,8 @@ def main() -> None:
     settings = {"format": FORMAT, "model": Path(path).name, "style": style.name, "answer": args.answer, "k": args.k,
                 "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
                 "max_tokens": args.max_tokens, "greedy": not args.no_greedy}
+    if args.fork:
+        settings["fork"] = {"independent": args.fork, "source": "most confident", "at": "last line break <= half"}
     header = {"settings": settings}
     done = read_existing(args.out, header)
     todo = [i for i in parse_range(args.problems) if i not in done]
@@ -160,8 +203,9 @@ def main() -> None:
                 text = build_prompt(info.chat_template, messages, model.bos_text, model.eos_text, model.add_bos).text
                 prompt = engine.tokenize(text, add_special=True)
                 if args.k:
-                    seeds = [100_000 * index + i for i in range(args.k)]
-                    requests.append(GenRequest(prompt, sampled, args.max_tokens, n=args.k, seeds=seeds,
+                    n = args.fork or args.k
+                    seeds = [100_000 * index + i for i in range(n)]
+                    requests.append(GenRequest(prompt, sampled, args.max_tokens, n=n, seeds=seeds,
                                                confidence_top_k=CONFIDENCE_TOP_K))
                     parts.append((index, "samples"))
                 if not args.no_greedy:
@@ -169,6 +213,9 @@ def main() -> None:
                     parts.append((index, "greedy"))
             try:
                 results = Scheduler(engine).run(requests, StopAtAnswer())
+                if args.fork:
+                    results = [first + forked for first, forked in zip(results, fork_samples(
+                        engine, requests, results, args, sampled, group, StopAtAnswer()))]
             except KeyboardInterrupt:
                 print("\ninterrupted: every finished problem is kept; run again to resume", file=sys.stderr)
                 sys.exit(130)

@@ -306,6 +306,162 @@ def walls(problems: list[dict], k: int, curve, policy_name: str = "hearth") -> N
     print("    " + repr(profile))
 
 
+# ---------------------------------------------------------------- how far a vote-reading rule can go
+
+
+def vote_state(finished: list[dict], bar: float | None = None) -> tuple:
+    """What a stopping rule that reads the vote can see once some samples have finished (in finish
+    order): the answers' counts, largest first, and how many samples gave no answer (order and
+    names dropped); with a confidence `bar`, also whether every sample behind the leader has a
+    weight (DeepConf's lowest window) at or above it."""
+    counts: dict = {}
+    for sample in finished:
+        if sample["answer"] is not None:
+            counts[sample["answer"]] = counts.get(sample["answer"], 0) + 1
+    state = (tuple(sorted(counts.values(), reverse=True)), sum(s["answer"] is None for s in finished))
+    if bar is None:
+        return state
+    leader = max(counts, key=counts.get) if counts else None  # first-seen among equal counts
+    return state + (leader is not None and all(_weight(s) >= bar for s in finished if s["answer"] == leader),)
+
+
+def _weight(sample: dict) -> float:
+    """`weight` with the default window, kept on the sample (the fits ask for it many times)."""
+    if "_weight" not in sample:
+        sample["_weight"] = weight(sample)
+    return sample["_weight"]
+
+
+def simulate(samples: list[dict], k: int, live: int, settles) -> tuple[str | None, int]:
+    """(voted answer, tokens) for one problem when `settles(finished)` (the finished samples in
+    finish order -> bool) stops the vote: `replay`'s schedule without the DeepConf cut (`live`
+    samples at once, launched lazily, each advancing one token a step, the unfinished ones cut when
+    the vote settles), computed from finish times instead of token by token. A leader that cannot
+    lose, or all k answered, always settles; the answer is hearth's weighted vote of the finished."""
+    certain = StopRule(window=None, threshold=1.0)
+
+    def stops(finished: list[dict]) -> bool:
+        answers = [s["answer"] for s in finished]
+        return decide_stop(answers, k - len(answers), certain).stop or settles(finished)
+
+    running: dict[int, int] = {}  # sample -> the step it started at
+    finished: list[dict] = []
+    now = launched = spent = 0
+    while True:
+        while launched < k and len(running) < live:
+            if running:  # lazy: only while the running samples agreeing with the leader would not settle it
+                leader = decide_stop([s["answer"] for s in finished], 0).leader
+                hopeful = {"answer": leader, "tokens": 1, "confidences": [math.inf]}
+                if leader is not None and stops(finished + [hopeful] * len(running)):
+                    break
+            running[launched] = now
+            launched += 1
+        index = min(running, key=lambda i: (running[i] + samples[i]["tokens"], i))
+        now = running.pop(index) + samples[index]["tokens"]
+        spent += samples[index]["tokens"]
+        finished.append(samples[index])
+        if stops(finished):
+            spent += sum(now - start for start in running.values())
+            results = [SampleResult("", s["answer"], max(0.0, _weight(s))) for s in finished]
+            return vote(results, "weighted").answer, spent
+
+
+def fit_states(draws: list[list[dict]], k: int, live: int, bar: float | None = None) -> tuple[set, int, float]:
+    """The set of vote states to stop at (`vote_state`, with `bar` if given), chosen greedily on
+    `draws` (each a list of problems whose samples are one independent draw): at each round the
+    state that lowers the mean token share of SC K=k the most while the draws together stay at
+    least as right as their plain SC K=k. Returns (states, net problems against SC, mean share)."""
+    candidates = set()
+    for problems in draws:
+        for p in problems:
+            for m in range(1, k):
+                candidates.add(vote_state(p["samples"][:m], bar))
+    references = [(sum(same_number(sc(p["samples"][:k]), p["gold"]) for p in problems), sc_tokens(problems, k))
+                  for problems in draws]
+
+    def measure(states: set) -> tuple[int, float]:
+        net, share = 0, 0.0
+        for problems, (sc_right, sc_spent) in zip(draws, references):
+            right, spent = replay_states(problems, k, live, states, bar)
+            net += right - sc_right
+            share += spent / sc_spent / len(draws)
+        return net, share
+
+    chosen: set = set()
+    net, share = measure(chosen)
+    while True:
+        best = None
+        for state in candidates - chosen:
+            trial = measure(chosen | {state})
+            if trial[0] >= min(net, 0) and trial[1] < share and (best is None or trial[1] < best[1][1]):
+                best = (state, trial)
+        if best is None:
+            return chosen, net, share
+        chosen.add(best[0])
+        net, share = best[1]
+
+
+def replay_states(problems: list[dict], k: int, live: int, states: set, bar: float | None = None) -> tuple[int, int]:
+    """(problems right, tokens) when the vote stops at the given states."""
+    right = spent = 0
+    for p in problems:
+        answer, tokens = simulate(p["samples"][:k], k, live, lambda finished: vote_state(finished, bar) in states)
+        right += same_number(answer, p["gold"])
+        spent += tokens
+    return right, spent
+
+
+def fit_report(recordings: list[tuple[str, dict, list[dict]]], k: int, lives: list[int], confidence: bool = False) -> None:
+    """How far can a stopping rule that reads only the vote go? Every recording of the dev split is
+    cut into draws of k samples per problem; for each draw left out, the rule (a set of vote states
+    to stop at) is fitted on the others with no net problem lost against their plain SC, then
+    replayed on the left-out draw; last, the rule fitted on every draw (hindsight: a lower bound on
+    the tokens such a rule can spend). The recordings may differ in sampling: the rule only reads counts
+    (`confidence`: and whether the leader's samples all reach the median weight of the fitting draws)."""
+    draws, names = [], []
+    for path, settings, problems in recordings:
+        for start in range(0, min(len(p["samples"]) for p in problems) - k + 1, k):
+            draws.append([dict(p, samples=p["samples"][start:start + k]) for p in problems])
+            names.append(f"{Path(path).name} samples {start}-{start + k - 1}")
+    print(f"  {len(draws)} draws of K={k} on {len(draws[0])} problems; rules read the vote counts"
+          + (" and whether the leader's samples are all at or above the median weight" if confidence else " only"))
+
+    def median_weight(chosen: list[list[dict]]) -> float | None:
+        return statistics.median(_weight(s) for d in chosen for p in d for s in p["samples"]) if confidence else None
+
+    for live in lives:
+        print(f"  live {live}:")
+        defaults = []
+        for problems in draws:
+            right = spent = 0
+            for p in problems:
+                answer, tokens = simulate(p["samples"], k, live, lambda done: decide_stop(
+                    [s["answer"] for s in done], k - len(done), ADAPTIVE_STOP_RULE).stop)
+                right += same_number(answer, p["gold"])
+                spent += tokens
+            sc_right = sum(same_number(sc(p["samples"]), p["gold"]) for p in problems)
+            defaults.append(f"{right - sc_right:+d} at {spent / sc_tokens(problems, k):.2f}")
+        print(f"    the defaults' rule, draw by draw (problems against SC, share of its tokens): {'; '.join(defaults)}")
+        for left in range(len(draws)):
+            others = draws[:left] + draws[left + 1:]
+            bar = median_weight(others)
+            states, net, share = fit_states(others, k, live, bar)
+            problems = draws[left]
+            right, spent = replay_states(problems, k, live, states, bar)
+            sc_right = sum(same_number(sc(p["samples"]), p["gold"]) for p in problems)
+            print(f"    fitted without {names[left]}: {len(states)} states, {share:.2f} of SC's tokens on the"
+                  f" others ({net:+d}); on it {right - sc_right:+d} problems against SC, {spent / sc_tokens(problems, k):.2f}")
+        bar = median_weight(draws)
+        states, net, share = fit_states(draws, k, live, bar)
+        print(f"    fitted on all {len(draws)} (hindsight): {share:.2f} of SC's tokens ({net:+d} problems):"
+              f" stops at {', '.join(_state_text(s) for s in sorted(states))}")
+
+
+def _state_text(state: tuple) -> str:
+    text = "-".join(map(str, state[0])) + (f" +{state[1]} blank" if state[1] else "")
+    return text + ("" if len(state) < 3 else " confident" if state[2] else " unsure")
+
+
 # ---------------------------------------------------------------- reports
 
 
@@ -454,6 +610,10 @@ def main() -> None:
     ap.add_argument("--votes", action="store_true")
     ap.add_argument("--prompts", action="store_true")
     ap.add_argument("--sampling", action="store_true", help="compare recordings made at other sampling settings")
+    ap.add_argument("--fit", action="store_true", help="how far a stopping rule reading only the vote counts can go:"
+                    " fitted on all draws of the recordings but one, replayed on that one")
+    ap.add_argument("--fit-confidence", action="store_true", help="--fit, the rule also reading whether the leader's"
+                    " samples are all confident (at or above the median weight)")
     ap.add_argument("--curve", help="a cost-curve file (HEARTH_CACHE/cost-curves/*.json): add the estimated decode wall")
     ap.add_argument("--live", type=int, help="adaptive policies' live samples (default 2; `hearth run` picks them from the"
                     " cost curve: `bench_reasoning.py` prints the choice)")
@@ -469,12 +629,14 @@ def main() -> None:
         for p in loaded[0][2]:
             if p["problem"] in by_problem:
                 p["greedy"] = by_problem[p["problem"]]
-    if args.split == "heldout" and (args.grid or args.walls or args.votes or args.prompts or args.sampling or args.policies != ",".join(POLICIES)):
+    if args.split == "heldout" and (args.grid or args.walls or args.votes or args.prompts or args.sampling or args.fit or args.fit_confidence or args.policies != ",".join(POLICIES)):
         sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
     if args.prompts:
         return prompts(loaded, args.k)
     if args.sampling:
         return sampling(loaded, args.k, args.live)
+    if args.fit or args.fit_confidence:
+        return fit_report(loaded, args.k, [args.live] if args.live else [1, 2, 4], args.fit_confidence)
     path, settings, problems = loaded[0]
     print(f"{path}: {len(problems)} {args.split} problems, {settings}")
     if args.grid:
