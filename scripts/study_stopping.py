@@ -17,11 +17,16 @@ Every accuracy is printed with its 95% Wilson interval; every comparison with SC
 same problems: wins/losses, the difference with its 95% interval, McNemar's exact p.
 
 usage: python scripts/study_stopping.py REC.jsonl [REC2.jsonl ...] [--k 8] [--split dev|heldout]
-       [--grid] [--votes] [--prompts] [--sampling] [--greedy GREEDY.jsonl]
+       [--grid] [--votes] [--prompts] [--sampling] [--fit] [--forks] [--greedy GREEDY.jsonl]
   --grid     every combination of live samples, ESC window, Beta threshold, give-up and DeepConf cut
   --votes    vote variants: majority, weights from other windows and functions, DeepConf filtering
   --prompts  two or more recordings of the same problems (other prompts), greedy answers: paired table
   --sampling two or more recordings at other sampling settings: SC, adaptive, pass@k, distinct answers
+  --fit      how far a stopping rule that reads only the vote counts can go: fitted on all draws of K
+             samples but one (every recording given, cut into draws), replayed on the one left out
+             (--fit-confidence: the rule also reads whether the leader's samples are confident)
+  --forks    independent samples (first recording) against a `record_reasoning.py --fork N` recording
+             (second) at the same sampling: later samples continuing an earlier one's prefix
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class Policy:
     lazy: bool = True
     cut: bool = True
     method: str = "weighted"
+    first_round: int = 0  # prefix-sharing recordings: samples from this index on wait until the ones before have ended
 
 
 _D = ReasoningConfig()
@@ -189,6 +195,8 @@ def replay(samples: list[dict], k: int, policy: Policy, cuts: list | None = None
     def launch() -> None:
         nonlocal launched
         while launched < k and len(live) < policy.parallel and (not live or may_launch()):
+            if policy.first_round and launched >= policy.first_round and any(i < policy.first_round for i in live):
+                return  # a fork needs its source: every first-round sample ended
             live[launched] = {"pos": 0, "window": WindowedConfidence(policy.window)}
             launched += 1
 
@@ -599,6 +607,48 @@ def sampling(recordings: list[tuple[str, dict, list[dict]]], k: int, live: int |
         ref = ref or (voted, adaptive)
 
 
+def forks(recordings: list[tuple[str, dict, list[dict]]], k: int, curve=None) -> None:
+    """The prefix-sharing arm (a `record_reasoning.py --fork N` recording, second) against
+    independent samples at the same sampling (first), on the problems both hold: plain SC and the
+    adaptive defaults on each, the arm's adaptive mode at 1, 2 and 4 live (its forks wait for the
+    first N samples), all paired with plain SC of the independent samples, tokens as its share."""
+    (_, _, plain), (_, settings, forked) = recordings[0], recordings[1]
+    first = settings.get("fork", {}).get("independent")
+    if not first:
+        sys.exit("error: --forks compares a recording of independent samples with a `--fork N` one (second)")
+    common = {p["problem"] for p in plain} & {p["problem"] for p in forked}
+    plain = [p for p in plain if p["problem"] in common]
+    forked = [p for p in forked if p["problem"] in common]
+    full = sc_tokens(plain, k)
+    base = [same_number(sc(p["samples"][:k]), p["gold"]) for p in plain]
+    sc_wall = steps_wall(sc_steps(plain, k), curve) if curve else None
+    print(f"  {len(common)} problems; paired with plain SC K={k} of the independent samples; forks continue sample"
+          f" {'/'.join(map(str, range(first)))}'s most confident from a line break (mean prefix"
+          f" {statistics.mean(s['prefix'] for p in forked for s in p['samples'][first:k]):.0f} tokens shared)")
+
+    def row(label: str, right: list[bool], spent: int, steps: dict | None = None) -> None:
+        wall = f"  wall {steps_wall(steps, curve) / sc_wall:.2f}" if curve and steps else ""
+        print(f"    {label:44}{accuracy(right)}  {spent / full:5.2f} of SC's tokens{wall}  {paired(right, base)}")
+
+    print(f"    {'plain SC K=%d (independent)' % k:44}{accuracy(base)}  {1:5.2f}")
+    for live in (4, 2):
+        steps: dict = {}
+        right, spent = score(plain, k, replace(POLICIES["hearth"], parallel=live), steps=steps)
+        row(f"adaptive, {live} live (independent)", right, spent, steps)
+    voted = [same_number(sc(p["samples"][:k]), p["gold"]) for p in forked]
+    row(f"SC K={k} over the arm's samples", voted, sc_tokens(forked, k), sc_steps(forked, k))
+    for live in (1, 2, 4):
+        steps = {}
+        right, spent = score(forked, k, replace(POLICIES["hearth"], parallel=live, first_round=first), steps=steps)
+        row(f"prefix sharing, adaptive, {live} live", right, spent, steps)
+    agree = statistics.mean(sum(s["answer"] == p["samples"][s["source"]]["answer"] for s in p["samples"][first:k]) /
+                            (k - first) for p in forked)
+    distinct = statistics.mean(len({s["answer"] for s in p["samples"][:k]}) for p in forked)
+    distinct_plain = statistics.mean(len({s["answer"] for s in p["samples"][:k]}) for p in plain)
+    print(f"    distinct answers among {k}: {distinct:.2f} with forks, {distinct_plain:.2f} independent;"
+          f" forks agreeing with their source: {agree:.0%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recordings", nargs="+")
@@ -612,6 +662,8 @@ def main() -> None:
     ap.add_argument("--sampling", action="store_true", help="compare recordings made at other sampling settings")
     ap.add_argument("--fit", action="store_true", help="how far a stopping rule reading only the vote counts can go:"
                     " fitted on all draws of the recordings but one, replayed on that one")
+    ap.add_argument("--forks", action="store_true", help="a `record_reasoning.py --fork N` recording (second) against"
+                    " independent samples at the same sampling (first)")
     ap.add_argument("--fit-confidence", action="store_true", help="--fit, the rule also reading whether the leader's"
                     " samples are all confident (at or above the median weight)")
     ap.add_argument("--curve", help="a cost-curve file (HEARTH_CACHE/cost-curves/*.json): add the estimated decode wall")
@@ -629,12 +681,14 @@ def main() -> None:
         for p in loaded[0][2]:
             if p["problem"] in by_problem:
                 p["greedy"] = by_problem[p["problem"]]
-    if args.split == "heldout" and (args.grid or args.walls or args.votes or args.prompts or args.sampling or args.fit or args.fit_confidence or args.policies != ",".join(POLICIES)):
+    if args.split == "heldout" and (args.grid or args.walls or args.votes or args.prompts or args.sampling or args.fit or args.fit_confidence or args.forks or args.policies != ",".join(POLICIES)):
         sys.exit("error: the held-out split reports the chosen defaults only (no grid, votes, prompts or policy list)")
     if args.prompts:
         return prompts(loaded, args.k)
     if args.sampling:
         return sampling(loaded, args.k, args.live)
+    if args.forks:
+        return forks(loaded, args.k, load_curve(args.curve) if args.curve else None)
     if args.fit or args.fit_confidence:
         return fit_report(loaded, args.k, [args.live] if args.live else [1, 2, 4], args.fit_confidence)
     path, settings, problems = loaded[0]
