@@ -6,11 +6,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-study = pytest.importorskip("study_stopping")
 
+import study_stopping as study  # noqa: E402
 from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE  # noqa: E402
 from hearth.runtime.stopping import decide_stop  # noqa: E402
 
