@@ -74,10 +74,11 @@ def read_existing(path: Path, header: dict) -> set[int]:
     return {json.loads(line)["problem"] for line in lines[1:]}
 
 
-def sample_row(sample, mode: str) -> dict:
+def sample_row(sample, mode: str, fork: tuple[int, int, str] | None = None) -> dict:
+    """A sample's record; `fork` = (source sample, prefix tokens, prefix text) for a sample that
+    continued another one (its answer is read from the prefix and its own text together)."""
     from hearth.runtime.answers import final_answer
 
-    fork = getattr(sample, "fork", None)
     row = {"answer": final_answer((fork[2] if fork else "") + sample.text, mode), "tokens": len(sample.tokens),
            "finish": sample.finish_reason, "confidences": [round(c, 3) for c in sample.token_confidences]}
     if fork:
@@ -94,9 +95,9 @@ def fork_point(engine, tokens: list[int]) -> int:
     return best
 
 
-def fork_samples(engine, requests, results, args, sampled, group, hooks) -> list[list]:
-    """The prefix-sharing arm's later samples: per problem K - N samples continuing the most
-    confident of its N independent samples from its fork point (a prompt of prompt + prefix)."""
+def fork_rows(engine, requests, results, args, sampled, group, hooks) -> list[list[dict]]:
+    """The prefix-sharing arm's later samples, as records: per problem K - N samples continuing
+    the most confident of its N independent samples from its fork point (prompt + prefix)."""
     from hearth.runtime.requests import GenRequest
     from hearth.runtime.scheduler import Scheduler
     from hearth.runtime.stopping import lowest_group_confidence
@@ -110,10 +111,7 @@ def fork_samples(engine, requests, results, args, sampled, group, hooks) -> list
         later.append(GenRequest(request.prompt + source.tokens[:cut], sampled, args.max_tokens - cut,
                                 n=args.k - args.fork, seeds=seeds, confidence_top_k=request.confidence_top_k))
     out = Scheduler(engine).run(later, hooks)
-    for samples, (source, cut, text) in zip(out, prefixes):
-        for sample in samples:
-            sample.fork = (source, cut, text)
-    return out
+    return [[sample_row(s, args.answer, fork) for s in samples] for samples, fork in zip(out, prefixes)]
 
 
 def main() -> None:
@@ -213,16 +211,15 @@ def main() -> None:
                     parts.append((index, "greedy"))
             try:
                 results = Scheduler(engine).run(requests, StopAtAnswer())
-                if args.fork:
-                    results = [first + forked for first, forked in zip(results, fork_samples(
-                        engine, requests, results, args, sampled, group, StopAtAnswer()))]
+                forked = (fork_rows(engine, requests, results, args, sampled, group, StopAtAnswer()) if args.fork
+                          else [[] for _ in requests])
             except KeyboardInterrupt:
                 print("\ninterrupted: every finished problem is kept; run again to resume", file=sys.stderr)
                 sys.exit(130)
             records = {index: {"problem": index, "prompt_tokens": len(requests[0].prompt)} for index in group}
-            for (index, part), request, samples in zip(parts, requests, results):
+            for (index, part), request, samples, later in zip(parts, requests, results, forked):
                 records[index]["prompt_tokens"] = len(request.prompt)
-                records[index][part] = ([sample_row(s, args.answer) for s in samples] if part == "samples"
+                records[index][part] = ([sample_row(s, args.answer) for s in samples] + later if part == "samples"
                                         else sample_row(samples[0], args.answer))
             for record in records.values():
                 out.write(json.dumps(record) + "\n")

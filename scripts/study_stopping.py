@@ -38,11 +38,13 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hearth.runtime.reasoning import ADAPTIVE_STOP_RULE, ReasoningConfig
-from hearth.runtime.stopping import (DEFAULT_CONFIDENCE_WINDOW, StopRule, WindowedConfidence, confidence_bar, decide_stop,
+from hearth.runtime.stopping import (DEFAULT_CONFIDENCE_WINDOW, StopRule, WindowedConfidence, cannot_lose, confidence_bar,
+                                     decide_stop,
                                      lowest_group_confidence)
 from hearth.runtime.voting import SampleResult, vote
 
@@ -322,15 +324,21 @@ def vote_state(finished: list[dict], bar: float | None = None) -> tuple:
     order): the answers' counts, largest first, and how many samples gave no answer (order and
     names dropped); with a confidence `bar`, also whether every sample behind the leader has a
     weight (DeepConf's lowest window) at or above it."""
-    counts: dict = {}
-    for sample in finished:
-        if sample["answer"] is not None:
-            counts[sample["answer"]] = counts.get(sample["answer"], 0) + 1
+    counts = _counts(finished)
     state = (tuple(sorted(counts.values(), reverse=True)), sum(s["answer"] is None for s in finished))
     if bar is None:
         return state
-    leader = max(counts, key=counts.get) if counts else None  # first-seen among equal counts
+    leader = _leader(counts)
     return state + (leader is not None and all(_weight(s) >= bar for s in finished if s["answer"] == leader),)
+
+
+def _counts(finished: list[dict]) -> Counter:
+    return Counter(s["answer"] for s in finished if s["answer"] is not None)
+
+
+def _leader(counts: Counter) -> str | None:
+    """The most given answer, the first seen among equal counts (as `decide_stop` names it)."""
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def _weight(sample: dict) -> float:
@@ -346,11 +354,9 @@ def simulate(samples: list[dict], k: int, live: int, settles) -> tuple[str | Non
     samples at once, launched lazily, each advancing one token a step, the unfinished ones cut when
     the vote settles), computed from finish times instead of token by token. A leader that cannot
     lose, or all k answered, always settles; the answer is hearth's weighted vote of the finished."""
-    certain = StopRule(window=None, threshold=1.0)
-
     def stops(finished: list[dict]) -> bool:
-        answers = [s["answer"] for s in finished]
-        return decide_stop(answers, k - len(answers), certain).stop or settles(finished)
+        left = k - len(finished)
+        return left <= 0 or cannot_lose(_counts(finished), left) or settles(finished)
 
     running: dict[int, int] = {}  # sample -> the step it started at
     finished: list[dict] = []
@@ -358,7 +364,7 @@ def simulate(samples: list[dict], k: int, live: int, settles) -> tuple[str | Non
     while True:
         while launched < k and len(running) < live:
             if running:  # lazy: only while the running samples agreeing with the leader would not settle it
-                leader = decide_stop([s["answer"] for s in finished], 0).leader
+                leader = _leader(_counts(finished))
                 hopeful = {"answer": leader, "tokens": 1, "confidences": [math.inf]}
                 if leader is not None and stops(finished + [hopeful] * len(running)):
                     break
@@ -437,18 +443,13 @@ def fit_report(recordings: list[tuple[str, dict, list[dict]]], k: int, lives: li
     def median_weight(chosen: list[list[dict]]) -> float | None:
         return statistics.median(_weight(s) for d in chosen for p in d for s in p["samples"]) if confidence else None
 
+    sc_right = [sum(same_number(sc(p["samples"]), p["gold"]) for p in problems) for problems in draws]
     for live in lives:
         print(f"  live {live}:")
         defaults = []
-        for problems in draws:
-            right = spent = 0
-            for p in problems:
-                answer, tokens = simulate(p["samples"], k, live, lambda done: decide_stop(
-                    [s["answer"] for s in done], k - len(done), ADAPTIVE_STOP_RULE).stop)
-                right += same_number(answer, p["gold"])
-                spent += tokens
-            sc_right = sum(same_number(sc(p["samples"]), p["gold"]) for p in problems)
-            defaults.append(f"{right - sc_right:+d} at {spent / sc_tokens(problems, k):.2f}")
+        for problems, reference in zip(draws, sc_right):
+            right, spent = score(problems, k, replace(POLICIES["hearth"], parallel=live))
+            defaults.append(f"{sum(right) - reference:+d} at {spent / sc_tokens(problems, k):.2f}")
         print(f"    the defaults' rule, draw by draw (problems against SC, share of its tokens): {'; '.join(defaults)}")
         for left in range(len(draws)):
             others = draws[:left] + draws[left + 1:]
@@ -456,9 +457,8 @@ def fit_report(recordings: list[tuple[str, dict, list[dict]]], k: int, lives: li
             states, net, share = fit_states(others, k, live, bar)
             problems = draws[left]
             right, spent = replay_states(problems, k, live, states, bar)
-            sc_right = sum(same_number(sc(p["samples"]), p["gold"]) for p in problems)
-            print(f"    fitted without {names[left]}: {len(states)} states, {share:.2f} of SC's tokens on the"
-                  f" others ({net:+d}); on it {right - sc_right:+d} problems against SC, {spent / sc_tokens(problems, k):.2f}")
+            print(f"    fitted without {names[left]}: {len(states)} states, {share:.2f} of SC's tokens on the others"
+                  f" ({net:+d}); on it {right - sc_right[left]:+d} problems against SC, {spent / sc_tokens(problems, k):.2f}")
         bar = median_weight(draws)
         states, net, share = fit_states(draws, k, live, bar)
         print(f"    fitted on all {len(draws)} (hindsight): {share:.2f} of SC's tokens ({net:+d} problems):"
